@@ -1,0 +1,1 @@
+"""The edges: inbound gateways and adapters that publish events, and outbound deliveries."""

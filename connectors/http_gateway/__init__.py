@@ -1,0 +1,1 @@
+"""The HTTP gateway: CloudEvents over HTTP in, Avro on Kafka out."""

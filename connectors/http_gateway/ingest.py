@@ -1,0 +1,238 @@
+"""Turn a CloudEvents HTTP request (structured or batch mode) into validated envelopes.
+
+Pure: no I/O. Every rejection names the field and the reason, so that the publishing unit's
+developer can fix the request without asking anyone. A batch is all-or-nothing: if one event is
+invalid, none is published, and every invalid event is listed with its index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.catalog import Catalog
+from events.directory import Directory
+from events.envelope import SPECVERSION, Envelope
+from events.ids import parse_uuid
+from events.jsonavro import DataError, from_json, parse_rfc3339
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+REQUIRED = ("specversion", "id", "source", "type", "subject", "time", "data")
+OPTIONAL = ("datacontenttype", "dataschema")
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    field: str
+    reason: str
+    index: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "reason": self.reason}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+@dataclass(slots=True)
+class IngestRejected(Exception):
+    """A request the gateway refuses. `reason` is a bounded label for metrics."""
+
+    status: int
+    reason: str
+    title: str
+    title_zh: str
+    problems: list[FieldProblem] = field(default_factory=list)
+    event_type: str = "unknown"
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.title}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024
+    max_event_bytes: int = 64 * 1024
+    max_batch_events: int = 1000
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_request(
+    content_type: str | None,
+    body: bytes,
+    publisher_unit: str,
+    catalog: Catalog,
+    directory: Directory,
+    limits: Limits,
+) -> list[Envelope]:
+    mode = media_type(content_type)
+    if mode not in (STRUCTURED, BATCH):
+        raise IngestRejected(
+            415,
+            "unsupported_media_type",
+            f"Content-Type must be {STRUCTURED} or {BATCH}",
+            f"Content-Type 必须是 {STRUCTURED} 或 {BATCH}",
+            [FieldProblem("Content-Type", f"got '{mode or 'nothing'}'")],
+        )
+    if len(body) > limits.max_body_bytes:
+        raise _too_large(f"body is {len(body)} bytes; the limit is {limits.max_body_bytes}")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IngestRejected(
+            400,
+            "malformed_json",
+            "The body is not valid UTF-8 JSON",
+            "请求体不是有效的 UTF-8 JSON",
+            [FieldProblem("body", str(exc)[:200])],
+        ) from None
+    items = _items(mode, doc, limits)
+    if publisher_unit not in directory.units:
+        raise IngestRejected(
+            403,
+            "unknown_unit",
+            "The key's unit is not in the directory",
+            "密钥所属单位不在名录中",
+            [FieldProblem("Authorization", f"unit '{publisher_unit}' is not registered")],
+        )
+    events: list[Envelope] = []
+    problems: list[FieldProblem] = []
+    forged = False
+    index_of = (lambda i: i) if mode == BATCH else (lambda i: None)
+    for i, item in enumerate(items):
+        try:
+            events.append(_event(item, publisher_unit, catalog, directory, limits))
+        except _Forged as exc:
+            forged = True
+            problems.append(FieldProblem("source", exc.reason, index_of(i)))
+        except DataError as exc:
+            problems.append(FieldProblem(exc.path, exc.reason, index_of(i)))
+    if forged:
+        raise IngestRejected(
+            403,
+            "forged_source",
+            "An event's source is not the unit that owns the key",
+            "事件来源与密钥所属单位不一致",
+            problems,
+            _first_type(items),
+        )
+    if problems:
+        raise IngestRejected(
+            422,
+            "invalid_event",
+            "The event does not match the contract",
+            "事件不符合接口约定",
+            problems,
+            _first_type(items),
+        )
+    return events
+
+
+def _items(mode: str, doc: Any, limits: Limits) -> list[Any]:
+    if mode == STRUCTURED:
+        if not isinstance(doc, dict):
+            raise IngestRejected(
+                400,
+                "malformed_event",
+                "A structured event must be a JSON object",
+                "结构化事件必须是 JSON 对象",
+                [FieldProblem("body", "not an object")],
+            )
+        return [doc]
+    if not isinstance(doc, list):
+        raise IngestRejected(
+            400,
+            "malformed_batch",
+            "A batch must be a JSON array",
+            "批量请求必须是 JSON 数组",
+            [FieldProblem("body", "not an array")],
+        )
+    if not doc:
+        raise IngestRejected(
+            400,
+            "empty_batch",
+            "The batch holds no events",
+            "批量请求中没有事件",
+            [FieldProblem("body", "empty array")],
+        )
+    if len(doc) > limits.max_batch_events:
+        raise _too_large(f"batch holds {len(doc)} events; the limit is {limits.max_batch_events}")
+    return doc
+
+
+def _too_large(reason: str) -> IngestRejected:
+    return IngestRejected(
+        413, "too_large", "The request is too large", "请求过大", [FieldProblem("body", reason)]
+    )
+
+
+def _first_type(items: list[Any]) -> str:
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("type"), str):
+            return str(item["type"])
+    return "unknown"
+
+
+class _Forged(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, limits: Limits) -> Envelope:
+    if not isinstance(item, dict):
+        raise DataError("event", "must be a JSON object")
+    if len(json.dumps(item, ensure_ascii=False).encode()) > limits.max_event_bytes:
+        raise DataError("event", f"larger than {limits.max_event_bytes} bytes")
+    for name in item:
+        if name not in REQUIRED and name not in OPTIONAL:
+            hint = "; send data as JSON in 'data'" if name == "data_base64" else ""
+            raise DataError(name, f"unknown attribute{hint}")
+    for name in REQUIRED:
+        if name not in item:
+            raise DataError(name, "required attribute missing")
+    attrs: Mapping[str, Any] = item
+    if attrs["specversion"] != SPECVERSION:
+        raise DataError("specversion", f"must be '{SPECVERSION}'")
+    event_id = _string(attrs, "id")
+    if parse_uuid(event_id) is None:
+        raise DataError("id", "must be a UUID (time-ordered UUIDv7 recommended)")
+    source = _string(attrs, "source")
+    if source != publisher:
+        known = "a unit" if source in directory.units else "not a registered unit"
+        raise _Forged(f"'{source}' is {known}; this key publishes only as '{publisher}'")
+    event_type = _string(attrs, "type")
+    if event_type not in catalog.kinds:
+        raise DataError("type", f"unknown event type '{event_type}'")
+    subject = _string(attrs, "subject")
+    if not _SUBJECT.match(subject):
+        raise DataError("subject", "must be 1-128 characters of A-Z a-z 0-9 . _ : / -")
+    occurred = parse_rfc3339(_string(attrs, "time"))
+    if occurred is None:
+        raise DataError("time", "must be an RFC 3339 timestamp with offset")
+    content = attrs.get("datacontenttype", "application/json")
+    if content != "application/json":
+        raise DataError("datacontenttype", "must be application/json")
+    if "dataschema" in attrs:
+        _string(attrs, "dataschema")
+    data = from_json(catalog.get(event_type).latest, attrs["data"], "data", directory.knows)
+    return Envelope(
+        id=event_id.lower(), type=event_type, source=source, subject=subject, time=occurred, data=data
+    )
+
+
+def _string(attrs: Mapping[str, Any], name: str) -> str:
+    value = attrs[name]
+    if not isinstance(value, str) or not value:
+        raise DataError(name, "must be a non-empty string")
+    if len(value) > 512:
+        raise DataError(name, "longer than 512 characters")
+    return value

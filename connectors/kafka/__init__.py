@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every edge: the acknowledged publisher, topics, broker incarnation."""

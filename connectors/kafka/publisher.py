@@ -1,0 +1,104 @@
+"""Publish encoded events and return only after the broker acknowledged all of them (acks=all)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from connectors.kafka.topics import ensure_topics
+from events.serde import EncodedRecord
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not acknowledge in time; nothing may be reported as accepted."""
+
+
+class KafkaPublisher:
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str = "liandong-gateway",
+        ack_timeout_s: float = 10.0,
+        max_request_bytes: int = 4 * 1024 * 1024,
+        partitions: int = 6,
+        replication: int = 1,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._ack_timeout_s = ack_timeout_s
+        self._max_request_bytes = max_request_bytes
+        self._partitions = partitions
+        self._replication = replication
+        self._known_topics: set[str] = set()
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=self._client_id,
+                    acks="all",
+                    # Tansu has no idempotent producer; duplicates are absorbed downstream by event id.
+                    enable_idempotence=False,
+                    linger_ms=2,
+                    request_timeout_ms=int(self._ack_timeout_s * 1000),
+                    max_request_size=self._max_request_bytes,
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self._ack_timeout_s)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await _quiet_stop(producer)
+                    raise BrokerUnavailable(f"cannot reach broker at {self._bootstrap}: {exc!r}") from exc
+                self._producer = producer
+            return self._producer
+
+    async def _ensure_topics(self, topics: set[str]) -> None:
+        missing = topics - self._known_topics
+        if not missing:
+            return
+        try:
+            await asyncio.wait_for(
+                ensure_topics(self._bootstrap, dict.fromkeys(missing, self._partitions), self._replication),
+                self._ack_timeout_s,
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot create topics on {self._bootstrap}: {exc!r}") from exc
+        self._known_topics |= missing
+
+    async def publish(self, records: Sequence[tuple[str, EncodedRecord]]) -> None:
+        await self._ensure_topics({topic for topic, _ in records})
+        producer = await self._ensure()
+        try:
+            futures = [
+                await producer.send(topic, value=r.value, key=r.key, headers=r.headers)
+                for topic, r in records
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), self._ack_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # A producer that timed out may hold a broken connection; start afresh next time.
+            async with self._lock:
+                if self._producer is producer:
+                    self._producer = None
+            await _quiet_stop(producer)
+            raise BrokerUnavailable(f"broker did not acknowledge: {exc!r}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quiet_stop(producer)
+
+
+async def _quiet_stop(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), 5)
+    except Exception as exc:  # shutting down a broken producer must not mask the real error
+        log.warning("producer stop failed: %r", exc)

@@ -1,0 +1,27 @@
+"""Create the hub's topics when they are missing (the embedded broker starts empty)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import suppress
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+async def ensure_topics(bootstrap: str, partitions: Mapping[str, int], replication: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="liandong-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name=name, num_partitions=count, replication_factor=replication)
+            for name, count in partitions.items()
+            if name not in existing
+        ]
+        if wanted:
+            # Another process may have created them since we listed.
+            with suppress(TopicAlreadyExistsError):
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()

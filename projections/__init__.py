@@ -1,0 +1,1 @@
+"""Read models built from events: tables, pure apply functions and the projector runtime."""

@@ -1,0 +1,195 @@
+"""The projector runtime: one transaction per batch for rows, dead letters' fate and checkpoints.
+
+Exactly-once effects on at-least-once delivery:
+- the checkpoint (consumer, topic, partition, offset, broker incarnation) is written in the same
+  transaction as the projection's rows;
+- each batch locks and re-reads its checkpoint rows and skips offsets at or below them, so a
+  redelivery or a partition that rewinds late applies nothing twice;
+- projections also deduplicate by event id, so the same event published twice counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events.envelope import Envelope
+from events.serde import DecodeError, EventCodec, Headers
+from projections.db import upsert
+from projections.schema import projection_checkpoints
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """A decoded event with the position it was read from."""
+
+    event: Envelope
+    record: SourceRecord
+
+
+class Projection(Protocol):
+    name: str
+
+    def handles(self, event_type: str) -> bool: ...
+
+    async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> Mapping[str, int]:
+        """Write the batch; return how many events of each type changed the read model."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, record: SourceRecord, reason: str, detail: str) -> None:
+        """Return only once the dead letter is durably stored (broker acknowledged)."""
+        ...
+
+
+class Incarnation(Protocol):
+    """Identity of the broker's log: a memory-only broker that restarts is a new incarnation."""
+
+    @property
+    def current(self) -> str: ...
+
+    async def refresh(self) -> bool:
+        """Re-read the broker's identity; True if it changed."""
+        ...
+
+
+class IncarnationChanged(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class BatchResult:
+    applied: dict[str, int] = field(default_factory=dict)
+    skipped_redelivered: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    newest_timestamp_ms: int | None = None
+
+
+class Projector:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        consumer: str,
+        codec: EventCodec,
+        projections: Sequence[Projection],
+        dead_letters: DeadLetterSink,
+        incarnation: Incarnation,
+        after_commit: Callable[[BatchResult], Awaitable[None]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._consumer = consumer
+        self._codec = codec
+        self._projections = projections
+        self._dead_letters = dead_letters
+        self._incarnation = incarnation
+        self._after_commit = after_commit
+
+    async def process(self, records: Sequence[SourceRecord]) -> BatchResult:
+        if not records:
+            return BatchResult()
+        for _attempt in range(3):
+            try:
+                result = await self._process_once(records)
+            except IncarnationChanged:
+                log.warning(
+                    "broker incarnation changed to %s; old checkpoints no longer apply",
+                    self._incarnation.current,
+                )
+                continue
+            if self._after_commit is not None:
+                await self._after_commit(result)
+            return result
+        raise RuntimeError("broker incarnation kept changing while processing one batch")
+
+    async def _process_once(self, records: Sequence[SourceRecord]) -> BatchResult:
+        result = BatchResult()
+        async with self._engine.begin() as conn:
+            checkpoints = await self._lock_checkpoints(conn, records)
+            fresh = [r for r in records if r.offset > checkpoints.get((r.topic, r.partition), -1)]
+            result.skipped_redelivered = len(records) - len(fresh)
+            if result.skipped_redelivered and await self._incarnation.refresh():
+                # Offsets at or below a checkpoint of an earlier broker are new events, not
+                # redeliveries: retry the batch against the new incarnation.
+                raise IncarnationChanged()
+            decoded: list[Positioned] = []
+            for record in fresh:
+                try:
+                    decoded.append(Positioned(self._codec.decode(record.value, record.headers), record))
+                except DecodeError as exc:
+                    await self._dead_letters.send(record, exc.reason, exc.detail)
+                    result.dead_lettered[exc.reason] = result.dead_lettered.get(exc.reason, 0) + 1
+            for projection in self._projections:
+                mine = [p for p in decoded if projection.handles(p.event.type)]
+                if mine:
+                    for event_type, count in (await projection.write(conn, mine)).items():
+                        result.applied[event_type] = result.applied.get(event_type, 0) + count
+            if fresh:
+                await self._save_checkpoints(conn, fresh)
+                result.newest_timestamp_ms = max(r.timestamp_ms for r in fresh)
+        return result
+
+    async def _lock_checkpoints(
+        self, conn: AsyncConnection, records: Sequence[SourceRecord]
+    ) -> dict[tuple[str, int], int]:
+        t = projection_checkpoints
+        positions = {(r.topic, r.partition) for r in records}
+        query = (
+            select(t.c.topic, t.c.partition, t.c.offset, t.c.incarnation)
+            .where(t.c.consumer == self._consumer)
+            .where(or_(*(and_(t.c.topic == tp, t.c.partition == p) for tp, p in positions)))
+            .with_for_update()
+        )
+        current = self._incarnation.current
+        return {
+            (row.topic, row.partition): row.offset
+            for row in await conn.execute(query)
+            if row.incarnation == current
+        }
+
+    async def _save_checkpoints(self, conn: AsyncConnection, records: Sequence[SourceRecord]) -> None:
+        newest: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            newest[key] = max(newest.get(key, -1), r.offset)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "consumer": self._consumer,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "incarnation": self._incarnation.current,
+                "updated_at": now,
+            }
+            for (topic, partition), offset in newest.items()
+        ]
+        stmt = upsert(conn, projection_checkpoints)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["consumer", "topic", "partition"],
+            set_={
+                "offset": stmt.excluded.offset,
+                "incarnation": stmt.excluded.incarnation,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        await conn.execute(stmt, rows)

@@ -1,0 +1,62 @@
+"""Composition root of the API process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from connectors.http_gateway.ingest import Limits
+from connectors.kafka.publisher import KafkaPublisher
+from events.catalog import Catalog
+from events.directory import Directory
+from events.serde import EventCodec
+from projections.db import make_engine
+from services.api import cases, ingest, ops
+from services.api.context import ApiContext
+from services.metrics import GatewayMetrics
+from services.registry import make_registry
+from services.settings import Settings
+
+
+def create_app(settings: Settings, bootstrap: str) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        catalog = Catalog.load()
+        registry = make_registry(settings)
+        codec = EventCodec(catalog, registry)
+        await codec.prepare()
+        metrics_registry = CollectorRegistry()
+        ctx = ApiContext(
+            engine=make_engine(settings.database_url),
+            catalog=catalog,
+            directory=Directory.load(),
+            codec=codec,
+            publisher=KafkaPublisher(
+                bootstrap,
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
+            ),
+            registry=metrics_registry,
+            metrics=GatewayMetrics.create(metrics_registry),
+            limits=Limits(),
+        )
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            await ctx.publisher.close()
+            await ctx.engine.dispose()
+
+    app = FastAPI(
+        title="Liandong 联动",
+        summary="Integration hub for township comprehensive administrative enforcement",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(ingest.router, tags=["ingest"])
+    app.include_router(cases.router, tags=["cases"])
+    app.include_router(ops.router, tags=["ops"])
+    return app

@@ -1,0 +1,93 @@
+"""The case registry's query API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from sqlalchemy import Row, select
+
+from connectors.http_gateway.ingest import FieldProblem
+from projections.schema import case_events, cases
+from services.api.context import Ctx
+from services.api.problems import problem
+
+router = APIRouter()
+
+STAGES = ("filed", "decided", "closed")
+_CASE_COLUMNS = [c for c in cases.c if c.name != "stage_rank"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    # SQLite hands datetimes back without their zone; every stored time is UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _case_json(row: Row[Any]) -> dict[str, Any]:
+    out = dict(row._mapping)
+    for name in ("filed_at", "decided_at", "closed_at", "last_event_at"):
+        out[name] = _iso(out[name])
+    return out
+
+
+@router.get("/v1/cases/{case_id}")
+async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
+    async with ctx.engine.connect() as conn:
+        row = (await conn.execute(select(*_CASE_COLUMNS).where(cases.c.case_id == case_id))).first()
+        if row is None:
+            return problem(404, "not_found", f"No case {case_id}", f"未找到案件 {case_id}")
+        history = await conn.execute(
+            select(
+                case_events.c.event_id, case_events.c.type, case_events.c.source, case_events.c.occurred_at
+            )
+            .where(case_events.c.case_id == case_id)
+            .order_by(case_events.c.occurred_at, case_events.c.event_id)
+        )
+        body = _case_json(row)
+        body["events"] = [
+            {"id": h.event_id, "type": h.type, "source": h.source, "time": _iso(h.occurred_at)}
+            for h in history
+        ]
+    return JSONResponse(body)
+
+
+@router.get("/v1/cases")
+async def list_cases(
+    ctx: Ctx,
+    township: Annotated[str | None, Query(description="Township code, e.g. shilou")] = None,
+    stage: Annotated[str | None, Query(description="filed, decided or closed")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(description="Return cases after this case id")] = None,
+) -> JSONResponse:
+    if township is not None and township not in ctx.directory.townships:
+        return problem(
+            400,
+            "invalid_query",
+            "Unknown township",
+            "未知镇街",
+            [FieldProblem("township", f"'{township}' is not a township code")],
+        )
+    if stage is not None and stage not in STAGES:
+        return problem(
+            400,
+            "invalid_query",
+            "Unknown stage",
+            "未知阶段",
+            [FieldProblem("stage", f"must be one of {', '.join(STAGES)}")],
+        )
+    query = select(*_CASE_COLUMNS).order_by(cases.c.case_id).limit(limit + 1)
+    if township is not None:
+        query = query.where(cases.c.township == township)
+    if stage is not None:
+        query = query.where(cases.c.stage == stage)
+    if after is not None:
+        query = query.where(cases.c.case_id > after)
+    async with ctx.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    items = [_case_json(r) for r in rows[:limit]]
+    next_after = items[-1]["case_id"] if len(rows) > limit else None
+    return JSONResponse({"items": items, "next_after": next_after})

@@ -1,0 +1,38 @@
+"""What the API's routes need, built once in the composition root and injected per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.http_gateway.ingest import Limits
+from connectors.kafka.publisher import KafkaPublisher
+from events.catalog import Catalog
+from events.directory import Directory
+from events.serde import EventCodec
+from services.metrics import GatewayMetrics
+
+
+@dataclass(slots=True)
+class ApiContext:
+    engine: AsyncEngine
+    catalog: Catalog
+    directory: Directory
+    codec: EventCodec
+    publisher: KafkaPublisher
+    registry: CollectorRegistry
+    metrics: GatewayMetrics
+    limits: Limits
+    topic_prefix: str = "liandong"
+
+
+def _context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(_context)]

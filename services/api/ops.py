@@ -1,0 +1,32 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from services.api.context import Ctx
+from services.api.problems import problem
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(ctx: Ctx) -> Response | dict[str, str]:
+    try:
+        async with ctx.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; the reason is reported, not hidden
+        return problem(503, "not_ready", f"Database unreachable: {type(exc).__name__}", "数据库不可用")
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def metrics(ctx: Ctx) -> Response:
+    return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,111 @@
+"""The `liandong` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from services.settings import Settings, SettingsError
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    # Alembic narrates every plugin it loads at INFO; operators only need its warnings.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
+def _need_bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap is None:
+        raise SettingsError("LIANDONG_KAFKA_BOOTSTRAP is required (or use `liandong up`)")
+    return settings.kafka_bootstrap
+
+
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from services.up import run_up
+
+    return run_up(settings)
+
+
+def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.api.app import create_app
+
+    app = create_app(settings, _need_bootstrap(settings))
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import faust
+    from prometheus_client import CollectorRegistry
+
+    from services.worker.app import build_app, plan_worker
+
+    plan = asyncio.run(plan_worker(settings, _need_bootstrap(settings)))
+    app = build_app(settings, plan, CollectorRegistry())
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from services.store import migrate
+
+    store_id = asyncio.run(migrate(settings))
+    print(f"store migrated to head (instance {store_id}) at {settings.redacted_database_url()}")
+    return 0
+
+
+def _cmd_keys_issue(settings: Settings, args: argparse.Namespace) -> int:
+    from services.store import issue
+
+    try:
+        key = asyncio.run(issue(settings, args.unit_id))
+    except LookupError:
+        print(f"未知单位 unknown unit: {args.unit_id} (see events/directory/units.json)", file=sys.stderr)
+        return 2
+    print(key)
+    print(
+        f"key for {args.unit_id}; it is shown once, only its hash is stored. 密钥只显示一次，请妥善保存。",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run broker (embedded unless configured), worker and API").set_defaults(
+        run=_cmd_up
+    )
+    sub.add_parser("api", help="run the HTTP API").set_defaults(run=_cmd_api)
+    sub.add_parser("worker", help="run the stream worker").set_defaults(run=_cmd_worker)
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_cmd_migrate)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    issue = keys.add_parser("issue", help="issue a key for a publishing unit")
+    issue.add_argument("unit_id")
+    issue.set_defaults(run=_cmd_keys_issue)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _configure_logging(settings)
+        code: int = args.run(settings, args)
+    except SettingsError as exc:
+        print(f"配置错误 configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""One validated, frozen settings object per process, read from LIANDONG_* variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    kafka_bootstrap: str | None
+    broker_port: int
+    api_host: str
+    api_port: int
+    worker_web_port: int
+    topic_partitions: int
+    topic_replication: int
+    consumer_group: str
+    schema_registry_url: str | None
+    batch_max: int
+    batch_within_s: float
+    broker_session_timeout_s: float
+    log_level: str
+    fault_exit_after_batches: int
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def redacted_database_url(self) -> str:
+        """The database URL without its password, for logs and start-up output."""
+        return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", self.database_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("LIANDONG_DATA_DIR", ".liandong")).expanduser().resolve()
+        database_url = env.get("LIANDONG_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'liandong.db'}"
+        if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise SettingsError(
+                "LIANDONG_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        log_level = env.get("LIANDONG_LOG_LEVEL", "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError("LIANDONG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            kafka_bootstrap=env.get("LIANDONG_KAFKA_BOOTSTRAP") or None,
+            broker_port=_int(env, "LIANDONG_BROKER_PORT", 0, 0, 65535),
+            api_host=env.get("LIANDONG_API_HOST", "127.0.0.1"),
+            api_port=_int(env, "LIANDONG_API_PORT", 8080, 0, 65535),
+            worker_web_port=_int(env, "LIANDONG_WORKER_WEB_PORT", 6066, 1, 65535),
+            topic_partitions=_int(env, "LIANDONG_TOPIC_PARTITIONS", 6, 1, 10_000),
+            topic_replication=_int(env, "LIANDONG_TOPIC_REPLICATION", 1, 1, 16),
+            consumer_group=env.get("LIANDONG_CONSUMER_GROUP", "liandong-projector"),
+            schema_registry_url=env.get("LIANDONG_SCHEMA_REGISTRY_URL") or None,
+            batch_max=_int(env, "LIANDONG_BATCH_MAX", 1000, 1, 100_000),
+            batch_within_s=_int(env, "LIANDONG_BATCH_WITHIN_MS", 200, 1, 60_000) / 1000,
+            broker_session_timeout_s=_int(env, "LIANDONG_BROKER_SESSION_TIMEOUT_S", 10, 6, 300),
+            log_level=log_level,
+            fault_exit_after_batches=_int(env, "LIANDONG_FAULT_EXIT_AFTER_BATCHES", 0, 0, 1_000_000),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value

@@ -1,0 +1,1 @@
+"""The stream worker: faust agents that feed the projector runtime."""

@@ -1,0 +1,172 @@
+"""Composition root of the worker process: a faust app whose agent feeds the projector."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from connectors.kafka.incarnation import BrokerIncarnation
+from connectors.kafka.publisher import KafkaPublisher
+from connectors.kafka.topics import ensure_topics
+from events.catalog import Catalog, topic_for
+from events.serde import EventCodec
+from projections.case_store import CaseRegistryProjection
+from projections.db import make_engine
+from projections.migrate import instance_id
+from projections.runtime import BatchResult, Projector, SourceRecord
+from services.metrics import WorkerMetrics
+from services.registry import make_registry
+from services.settings import Settings
+from services.worker.batches import run_batch
+from services.worker.dead_letters import KafkaDeadLetters
+
+log = logging.getLogger(__name__)
+
+PROJECTION = "case_registry"
+DEAD_LETTER_TOPIC = "liandong.deadletter"
+EXIT_FAULT_INJECTED = 75
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    """Everything decided before the faust loop starts."""
+
+    bootstrap: str
+    group_id: str
+    topics: tuple[str, ...]
+    codec: EventCodec
+    incarnation: BrokerIncarnation
+
+
+async def plan_worker(settings: Settings, bootstrap: str) -> WorkerPlan:
+    catalog = Catalog.load()
+    codec = EventCodec(catalog, make_registry(settings))
+    await codec.prepare()
+    engine = make_engine(settings.database_url)
+    try:
+        store_id = await instance_id(engine)
+    finally:
+        await engine.dispose()
+    topics = tuple(sorted(topic_for(f) for f in catalog.families))
+    await ensure_topics(
+        bootstrap,
+        {**dict.fromkeys(topics, settings.topic_partitions), DEAD_LETTER_TOPIC: 1},
+        settings.topic_replication,
+    )
+    incarnation = BrokerIncarnation(bootstrap)
+    await incarnation.refresh()
+    # The group is scoped to the store: a fresh database must read the topics from the start,
+    # not from offsets that another store's projections committed.
+    group_id = f"{settings.consumer_group}.{store_id[:12]}"
+    return WorkerPlan(bootstrap, group_id, topics, codec, incarnation)
+
+
+def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry) -> faust.App:
+    app = faust.App(
+        plan.group_id,
+        broker=f"kafka://{plan.bootstrap}",
+        autodiscover=False,
+        datadir=str(settings.data_dir / "worker"),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.broker_session_timeout_s / 5),
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=False,
+        web_enabled=True,
+        web_host="127.0.0.1",
+        web_port=settings.worker_web_port,
+        web_bind="127.0.0.1",
+    )
+    metrics = WorkerMetrics.create(registry)
+    topic = app.topic(*plan.topics, key_type=bytes, value_type=bytes)
+    runtime = _ProjectorRuntime(settings, plan, metrics)
+
+    async def project(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            await runtime.run([_record(e.message) for e in events])
+
+    app.agent(topic, name="case-registry-projector")(project)
+
+    async def metrics_page(view: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type=, so the full header goes in headers.
+        return view.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.page("/metrics")(metrics_page)
+    return app
+
+
+class _ProjectorRuntime:
+    """Owns the loop-bound resources, created lazily inside faust's event loop."""
+
+    def __init__(self, settings: Settings, plan: WorkerPlan, metrics: WorkerMetrics) -> None:
+        self._settings = settings
+        self._plan = plan
+        self._metrics = metrics
+        self._projector: Projector | None = None
+        self._batches = 0
+        self._lock = asyncio.Lock()
+
+    def _build(self) -> Projector:
+        dead_letters = KafkaDeadLetters(
+            KafkaPublisher(self._plan.bootstrap, client_id="liandong-deadletters"), DEAD_LETTER_TOPIC
+        )
+        return Projector(
+            engine=make_engine(self._settings.database_url),
+            consumer=PROJECTION,
+            codec=self._plan.codec,
+            projections=[CaseRegistryProjection()],
+            dead_letters=dead_letters,
+            incarnation=self._plan.incarnation,
+            after_commit=self._after_commit,
+        )
+
+    async def run(self, records: list[SourceRecord]) -> None:
+        async with self._lock:
+            if self._projector is None:
+                self._projector = self._build()
+            await run_batch(
+                self._projector,
+                records,
+                on_retry=self._metrics.batch_retries.labels(projection=PROJECTION).inc,
+            )
+
+    async def _after_commit(self, result: BatchResult) -> None:
+        for event_type, count in result.applied.items():
+            self._metrics.projected.labels(projection=PROJECTION, type=event_type).inc(count)
+        if result.skipped_redelivered:
+            self._metrics.redelivered.labels(projection=PROJECTION).inc(result.skipped_redelivered)
+        for reason, count in result.dead_lettered.items():
+            self._metrics.dead_lettered.labels(reason=reason).inc(count)
+        if result.newest_timestamp_ms is not None:
+            lag = max(0.0, time.time() - result.newest_timestamp_ms / 1000)
+            self._metrics.lag_seconds.labels(projection=PROJECTION).set(lag)
+        self._batches += 1
+        limit = self._settings.fault_exit_after_batches
+        if limit and self._batches >= limit:
+            # Test hook: die after the database commit and before faust acknowledges the batch.
+            log.warning("fault injection: exiting after %d committed batches", self._batches)
+            logging.shutdown()
+            os._exit(EXIT_FAULT_INJECTED)
+
+
+def _record(message: Any) -> SourceRecord:
+    return SourceRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int((message.timestamp or 0) * 1000),
+        key=message.key,
+        value=message.value,
+        headers=[(k, bytes(v)) for k, v in (message.headers or ())],
+    )
