@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
+
+# uuid.UUID() also takes braces, "urn:uuid:" and missing hyphens; one event must have one id string.
+_CANONICAL = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
@@ -24,9 +28,6 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
 
 def parse_uuid(text: str) -> uuid.UUID | None:
     """Parse a canonical (hyphenated, 36 character) UUID, or return None."""
-    if len(text) != 36:
+    if not _CANONICAL.fullmatch(text):
         return None
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        return None
+    return uuid.UUID(text)

@@ -5,6 +5,7 @@ fastavro's own validation reports the whole datum; publishers need `data.townshi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,17 +25,25 @@ _INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 MAX_STRING = 8192
 
 
+# datetime.fromisoformat alone also takes week dates, missing seconds and "+0800" offsets.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def parse_rfc3339(text: str) -> datetime | None:
     """Parse an RFC 3339 timestamp with an explicit offset into UTC; None if it is not one.
 
     Events keep the instant, in UTC: stores such as SQLite drop offsets silently."""
-    if len(text) < 20 or text[10] not in "Tt":
+    match = _RFC3339.fullmatch(text)
+    if match is None:
         return None
+    fraction = match.group(1)
+    if fraction is not None and len(fraction) > 7:
+        # Python keeps microseconds; nanosecond digits beyond them carry no meaning here.
+        text = text.replace(fraction, fraction[:7], 1)
     try:
-        value = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return value.astimezone(UTC) if value.tzinfo is not None else None
 
 
 def from_json(
@@ -123,6 +132,10 @@ def _primitive(kind: str, logical: str | None, value: Any, path: str) -> Any:
     if kind == "string":
         if not isinstance(value, str):
             raise DataError(path, "must be a string")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(path, "is not valid Unicode text (lone surrogate)") from None
         if len(value) > MAX_STRING:
             raise DataError(path, f"longer than {MAX_STRING} characters")
         return value

@@ -190,7 +190,8 @@ class _Forged(Exception):
 def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, limits: Limits) -> Envelope:
     if not isinstance(item, dict):
         raise DataError("event", "must be a JSON object")
-    if len(json.dumps(item, ensure_ascii=False).encode()) > limits.max_event_bytes:
+    # surrogatepass: a lone surrogate must reach the field check that names it, not crash here.
+    if len(json.dumps(item, ensure_ascii=False).encode("utf-8", "surrogatepass")) > limits.max_event_bytes:
         raise DataError("event", f"larger than {limits.max_event_bytes} bytes")
     for name in item:
         if name not in REQUIRED and name not in OPTIONAL:
@@ -213,7 +214,7 @@ def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, li
     if event_type not in catalog.kinds:
         raise DataError("type", f"unknown event type '{event_type}'")
     subject = _string(attrs, "subject")
-    if not _SUBJECT.match(subject):
+    if not _SUBJECT.fullmatch(subject):
         raise DataError("subject", "must be 1-128 characters of A-Z a-z 0-9 . _ : / -")
     occurred = parse_rfc3339(_string(attrs, "time"))
     if occurred is None:

@@ -11,8 +11,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 async def ensure_topics(bootstrap: str, partitions: Mapping[str, int], replication: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="liandong-admin")
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(name=name, num_partitions=count, replication_factor=replication)

@@ -17,9 +17,11 @@ router = APIRouter()
 
 
 async def _authenticate(ctx: ApiContext, authorization: str | None) -> str | None:
-    if not authorization or not authorization.startswith("Bearer "):
+    scheme, _, key = (authorization or "").partition(" ")
+    # RFC 9110: the scheme name is case-insensitive.
+    if scheme.lower() != "bearer" or not key.strip():
         return None
-    return await unit_for_key(ctx.engine, authorization.removeprefix("Bearer ").strip())
+    return await unit_for_key(ctx.engine, key.strip())
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:

@@ -46,6 +46,7 @@ class WorkerPlan:
 
 
 async def plan_worker(settings: Settings, bootstrap: str) -> WorkerPlan:
+    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     catalog = Catalog.load()
     codec = EventCodec(catalog, make_registry(settings))
     await codec.prepare()

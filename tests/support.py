@@ -1,0 +1,140 @@
+"""Helpers shared by the suites: waiting on conditions, fresh databases, hub processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from events.envelope import Envelope
+from events.ids import uuid7
+
+T = TypeVar("T")
+
+PG_DSN = os.environ.get("LIANDONG_TEST_PG", "postgresql://127.0.0.1:5432/test")
+PG_HINT = (
+    "PostgreSQL is not reachable at {dsn} ({error}). The tests need a real PostgreSQL with trust auth. "
+    "Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start, "
+    "or point LIANDONG_TEST_PG at another server."
+)
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = await probe()
+            if value:
+                return value
+        except Exception as exc:  # remembered for the failure message
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s}s waiting for {what}; last error: {last_error!r}"
+            )
+        await asyncio.sleep(interval_s)  # why: polling interval of a condition wait, not synchronisation
+
+
+async def create_pg_database() -> str:
+    """A fresh, empty database; returns its SQLAlchemy URL."""
+    name = f"liandong_t_{uuid.uuid4().hex[:12]}"
+    try:
+        conn = await asyncpg.connect(PG_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise RuntimeError(PG_HINT.format(dsn=PG_DSN, error=exc)) from exc
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    if "@" not in base:
+        base = base.replace("://", f"://{os.environ.get('USER', 'root')}@", 1)
+    return f"{base}/{name}"
+
+
+async def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(PG_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def case_event(
+    kind: str,
+    subject: str,
+    *,
+    source: str = "shilou.enforcement-office",
+    event_id: str | None = None,
+    time_: datetime | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Envelope:
+    """A valid case event of `kind` (filed, decided, closed) with realistic data."""
+    defaults: dict[str, Mapping[str, Any]] = {
+        "filed": {
+            "township": "shilou",
+            "category": "illegal_construction",
+            "handling_unit": "shilou.enforcement-office",
+            "title": "村民未批先建三层住宅",
+            "case_number": None,
+            "requires_legal_review": False,
+        },
+        "decided": {
+            "outcome": "penalty",
+            "penalty_kinds": ["fine"],
+            "fine_amount_fen": 500_000,
+            "decision_number": None,
+            "legal_review_completed": True,
+        },
+        "closed": {"closure_reason": "executed"},
+    }
+    return Envelope(
+        id=event_id or str(uuid7()),
+        type=f"cn.gov.liandong.case.{kind}.v1",
+        source=source,
+        subject=subject,
+        time=time_ or datetime.now(UTC),
+        data=dict(data if data is not None else defaults[kind]),
+    )
+
+
+def cloudevent_json(event: Envelope) -> dict[str, Any]:
+    """The structured-mode JSON a publishing unit would send for `event`."""
+    data = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in event.data.items()}
+    return {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "subject": event.subject,
+        "time": event.time.isoformat(),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def liandong(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """Start `liandong ARGS` as a real process of this interpreter."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**os.environ, **env},
+        cwd=cwd or REPO,
+        **kwargs,
+    )
