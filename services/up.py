@@ -108,7 +108,10 @@ def run_up(settings: Settings) -> int:
         if not _wait_ready(f"{api}/readyz", children, 60):
             _say("启动失败", "a process failed to start; stopping")
             return 1
-        _say(f"接口已就绪：{api}（文档 {api}/docs）", f"API ready at {api} (OpenAPI docs at {api}/docs)")
+        _say(
+            f"接口已就绪：{api}（文档 {api}/docs），pid {children[1].pid}",
+            f"API ready at {api} (OpenAPI docs at {api}/docs), pid {children[1].pid}",
+        )
         _say("按 Ctrl-C 停止", "press Ctrl-C to stop")
         while not stop.wait(0.5):
             if broker is not None and not broker.alive():
