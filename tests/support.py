@@ -49,18 +49,18 @@ async def wait_for(
         await asyncio.sleep(interval_s)  # why: polling interval of a condition wait, not synchronisation
 
 
-async def create_pg_database() -> str:
+async def create_pg_database(dsn: str = PG_DSN) -> str:
     """A fresh, empty database; returns its SQLAlchemy URL."""
     name = f"liandong_t_{uuid.uuid4().hex[:12]}"
     try:
-        conn = await asyncpg.connect(PG_DSN, timeout=5)
+        conn = await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise RuntimeError(PG_HINT.format(dsn=PG_DSN, error=exc)) from exc
+        raise RuntimeError(PG_HINT.format(dsn=dsn, error=exc)) from exc
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    base = dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     if "@" not in base:
         base = base.replace("://", f"://{os.environ.get('USER', 'root')}@", 1)
     return f"{base}/{name}"

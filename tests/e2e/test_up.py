@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,15 +71,11 @@ class Hub:
             self.process.kill()
             self.process.wait()
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _cli() -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "services.cli"]
 
 
@@ -122,7 +120,8 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
     key = hub.issue_key()
     assert key.startswith("ld_")
     await hub.up()
-    assert "MEMORY ONLY" in hub.output and "仅内存存储" in hub.output
+    assert "MEMORY ONLY" in hub.output
+    assert "仅内存存储" in hub.output
     assert re.search(r"embedded broker \(Tansu\) at 127\.0\.0\.1:\d+", hub.output)
     assert len(hub.pids()) == 3, hub.output
 
@@ -137,11 +136,25 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
 
         case = await wait_for(decided_case, 60, "case E2E-1 to reach stage decided in the API")
         assert [e["id"] for e in case["events"]] == [filed.id, decided.id]  # type: ignore[index]
+
+        # The same event id sent again (a client retry) is stored once.
+        marker = case_event("filed", "E2E-3")
+        assert (await _post(client, hub, key, filed, marker)).status_code == 202
+
+        async def marker_seen() -> dict[str, object] | None:
+            r = await client.get(f"{hub.api}/v1/cases/E2E-3")
+            return r.json() if r.status_code == 200 else None
+
+        # Both were in one batch, so once E2E-3 is visible the duplicate has been handled too.
+        await wait_for(marker_seen, 60, "case E2E-3 in the API")
+        again = (await client.get(f"{hub.api}/v1/cases/E2E-1")).json()
+        assert again["event_count"] == 2
+        assert len(again["events"]) == 2
         listed = (await client.get(f"{hub.api}/v1/cases", params={"township": "shilou"})).json()
         assert {c["case_id"] for c in listed["items"]} >= {"E2E-1"}
 
         api_metrics = (await client.get(f"{hub.api}/metrics")).text
-        assert _sample(api_metrics, "liandong_events_accepted_total") == 3
+        assert _sample(api_metrics, "liandong_events_accepted_total") == 5
 
         async def worker_counted() -> float:
             text = (await client.get(hub.worker_metrics)).text
@@ -157,7 +170,8 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
     await hub.up()
     async with httpx.AsyncClient(timeout=15) as client:
         kept = await client.get(f"{hub.api}/v1/cases/E2E-1")
-        assert kept.status_code == 200 and kept.json()["stage"] == "decided"
+        assert kept.status_code == 200
+        assert kept.json()["stage"] == "decided"
         # This event sits at offset 0 of the new broker, below the old checkpoints.
         closed = case_event("closed", "E2E-1")
         assert (await _post(client, hub, key, closed)).status_code == 202
