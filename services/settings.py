@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 
 class SettingsError(ValueError):
@@ -37,8 +38,11 @@ class Settings:
         return self.kafka_bootstrap is None
 
     def redacted_database_url(self) -> str:
-        """The database URL without its password, for logs and start-up output."""
-        return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", self.database_url)
+        """The database URL without its password (userinfo or query), for logs and start-up output."""
+        url = make_url(self.database_url)
+        if "password" in url.query:
+            url = url.update_query_dict({"password": "***"})
+        return url.render_as_string(hide_password=True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -119,8 +119,9 @@ async def metric(port: int, name: str) -> float:
 
 
 async def test_the_worker_projects_published_events(
-    broker: str, engine: AsyncEngine, workers: Workers
+    fresh_broker: EmbeddedBroker, engine: AsyncEngine, workers: Workers
 ) -> None:
+    broker = fresh_broker.bootstrap
     events = [case_event(kind, f"W-{i}") for i in range(30) for kind in ("filed", "decided")]
     await publish(broker, events)
     _, port = workers.start(broker)

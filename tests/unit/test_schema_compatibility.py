@@ -18,6 +18,7 @@ import fastavro
 import pytest
 from avro.compatibility import (
     ReaderWriterCompatibilityChecker,
+    SchemaCompatibilityResult,
     SchemaCompatibilityType,
     SchemaIncompatibilityType,
 )
@@ -36,18 +37,27 @@ ALL_REVISIONS = [
 ]
 
 
+def compatibility(reader: Mapping[str, Any], writer: Mapping[str, Any]) -> SchemaCompatibilityResult:
+    """Avro's verdict on whether `reader` can read what `writer` wrote.
+
+    A fresh checker per pair, because the checker memoizes results by (reader, writer).
+    """
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    return checker.get_compatibility(
+        avro.schema.parse(json.dumps(reader)), avro.schema.parse(json.dumps(writer))
+    )
+
+
 def backward_transitive_problems(revisions: Sequence[Mapping[str, Any]]) -> list[str]:
     """Every way in which `revisions` (oldest first) break BACKWARD_TRANSITIVE compatibility.
 
     Revision i, as reader, must read every revision j <= i as writer (j == i included, so that a
     single revision is still checked against itself). An empty list means compatible.
     """
-    parsed = [avro.schema.parse(json.dumps(revision)) for revision in revisions]
     problems: list[str] = []
-    for i, reader in enumerate(parsed):
+    for i, reader in enumerate(revisions):
         for j in range(i + 1):
-            # A fresh checker per pair: the checker memoizes results by (reader, writer).
-            result = ReaderWriterCompatibilityChecker().get_compatibility(reader, parsed[j])
+            result = compatibility(reader, revisions[j])
             if result.compatibility is not SchemaCompatibilityType.compatible:
                 kinds = sorted(k.value for k in result.incompatibilities)
                 problems.append(
@@ -92,10 +102,8 @@ def test_every_revision_reads_every_earlier_revision_of_its_event_type(kind: Any
 
 @pytest.mark.parametrize("kind", list(CATALOG), ids=lambda k: k.short_type)
 def test_the_newest_revision_reads_every_revision_of_its_event_type(kind: Any) -> None:
-    reader = avro.schema.parse(json.dumps(kind.latest))
     for position, revision in enumerate(kind.revisions, start=1):
-        writer = avro.schema.parse(json.dumps(revision))
-        result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+        result = compatibility(kind.latest, revision)
         assert result.compatibility is SchemaCompatibilityType.compatible, (
             f"{kind.type}: newest revision cannot read revision {position}: {result.messages}"
         )
@@ -105,9 +113,7 @@ def test_the_checker_rejects_a_required_field_added_without_a_default() -> None:
     original = CATALOG.get(FILED).latest
     changed = with_field(original, {"name": "district", "type": "string", "doc": "District code."})
 
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
-        avro.schema.parse(json.dumps(changed)), avro.schema.parse(json.dumps(original))
-    )
+    result = compatibility(changed, original)
 
     assert result.compatibility is SchemaCompatibilityType.incompatible
     assert result.incompatibilities == [SchemaIncompatibilityType.reader_field_missing_default_value]
@@ -172,7 +178,7 @@ def test_a_catalog_orders_revisions_by_number_not_by_file_name(tmp_path: Path) -
 def test_every_schema_revision_parses_with_fastavro(
     event_type: str, position: int, revision: Mapping[str, Any]
 ) -> None:
-    parsed = fastavro.parse_schema(dict(revision))
+    parsed: Any = fastavro.parse_schema(dict(revision))
     assert parsed["type"] == "record"
     assert parsed["name"] == f"{revision['namespace']}.{revision['name']}"
 
