@@ -31,3 +31,14 @@ class Envelope:
     def short_type(self) -> str:
         """`case.filed.v1` for `cn.gov.liandong.case.filed.v1`."""
         return self.type.removeprefix(TYPE_PREFIX)
+
+    @property
+    def area(self) -> str:
+        """`case` for `cn.gov.liandong.case.filed.v1`."""
+        return self.short_type.split(".", 1)[0]
+
+    @property
+    def event_name(self) -> str:
+        """`filed` for `cn.gov.liandong.case.filed.v1`."""
+        parts = self.short_type.split(".")
+        return parts[1] if len(parts) == 3 else self.short_type

@@ -97,8 +97,12 @@ def _record(
             continue
         out[name] = from_json(f["type"], value[name], fpath, refs, names)
         ref = f.get("liandong.ref")
-        if ref and refs is not None and out[name] is not None and not refs(ref, out[name]):
-            raise DataError(fpath, f"unknown {ref} '{out[name]}'")
+        if ref and refs is not None and out[name] is not None:
+            values = out[name] if isinstance(out[name], list) else [out[name]]
+            for i, item in enumerate(values):
+                if not refs(ref, item):
+                    where = f"{fpath}[{i}]" if isinstance(out[name], list) else fpath
+                    raise DataError(where, f"unknown {ref} '{item}'")
     return out
 
 

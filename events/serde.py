@@ -1,7 +1,8 @@
 """Kafka serde: CloudEvents binary mode headers, Confluent wire format values (0x00, id, Avro).
 
 The codec registers the catalog's schemas once, then encodes and decodes without I/O.
-A record written with an older revision is resolved into the latest revision on read (upcast).
+On read, a record written with an older revision is resolved into the latest revision of its
+major version (Avro schema resolution), and an older major version is upcast to the newest one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from events.catalog import Catalog, EventKind
 from events.envelope import SPECVERSION, Envelope
 from events.registry import SchemaRegistry
+from events.upcasters import UPCASTERS, upcast
 
 CONTENT_TYPE_AVRO = "application/avro"
 _MAGIC = 0
@@ -55,6 +57,7 @@ class EventCodec:
         self._writers: dict[str, tuple[int, Any]] = {}
         self._readers: dict[int, _WriterSchema] = {}
         self._latest: dict[str, Any] = {}
+        self._upcasters = {u.source: u for u in UPCASTERS if u.source in catalog.kinds}
 
     @property
     def catalog(self) -> Catalog:
@@ -105,19 +108,25 @@ class EventCodec:
         if writer.kind.type != event_type:
             raise DecodeError("schema_mismatch", f"schema {schema_id} is not for {event_type}")
         try:
-            data = schemaless_reader(
+            raw = schemaless_reader(
                 io.BytesIO(value[_HEADER.size :]), writer.parsed, self._latest[event_type]
             )
+            data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
             occurred = datetime.fromisoformat(attrs["ce_time"]).astimezone(UTC)
         except (ValueError, EOFError, IndexError, TypeError) as exc:
             raise DecodeError("bad_payload", repr(exc)[:200]) from exc
+        if event_type in self._upcasters:
+            try:
+                event_type, data = upcast(event_type, data, self._upcasters)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DecodeError("upcast_failed", repr(exc)[:200]) from exc
         return Envelope(
             id=attrs["ce_id"],
             type=event_type,
             source=attrs["ce_source"],
             subject=attrs["ce_subject"],
             time=occurred,
-            data=data if isinstance(data, Mapping) else {},
+            data=data,
         )
 
 

@@ -17,17 +17,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 INSTANCE_KEY = "store_instance_id"
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
-async def upgrade(engine: AsyncEngine) -> str:
-    """Bring the schema to head; return the store's instance id (created on first run)."""
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> str:
+    """Bring the schema to `revision`; return the store's instance id (created on first run)."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_upgrade, revision)
     async with engine.begin() as conn:
         stmt = upsert(conn, hub_meta).values(key=INSTANCE_KEY, value=uuid.uuid4().hex)
         await conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))

@@ -5,13 +5,14 @@ Exactly-once effects on at-least-once delivery:
   transaction as the projection's rows;
 - each batch locks and re-reads its checkpoint rows and skips offsets at or below them, so a
   redelivery or a partition that rewinds late applies nothing twice;
-- projections also deduplicate by event id, so the same event published twice counts once.
+- every fresh event is first recorded in the event history, keyed by event id; only events new to
+  the history reach the projections, so the same event published twice counts once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from events.envelope import Envelope
 from events.serde import DecodeError, EventCodec, Headers
 from projections.db import upsert
-from projections.schema import projection_checkpoints
+from projections.schema import event_history, projection_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class Projection(Protocol):
 
     def handles(self, event_type: str) -> bool: ...
 
-    async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> Mapping[str, int]:
-        """Write the batch; return how many events of each type changed the read model."""
+    async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> None:
+        """Apply events that are new to the history (never seen before, by event id)."""
         ...
 
 
@@ -138,11 +139,13 @@ class Projector:
                 except DecodeError as exc:
                     await self._dead_letters.send(record, exc.reason, exc.detail)
                     result.dead_lettered[exc.reason] = result.dead_lettered.get(exc.reason, 0) + 1
+            new = await _record_history(conn, decoded)
+            for p in new:
+                result.applied[p.event.type] = result.applied.get(p.event.type, 0) + 1
             for projection in self._projections:
-                mine = [p for p in decoded if projection.handles(p.event.type)]
+                mine = [p for p in new if projection.handles(p.event.type)]
                 if mine:
-                    for event_type, count in (await projection.write(conn, mine)).items():
-                        result.applied[event_type] = result.applied.get(event_type, 0) + count
+                    await projection.write(conn, mine)
             if fresh:
                 await self._save_checkpoints(conn, fresh)
                 result.newest_timestamp_ms = max(r.timestamp_ms for r in fresh)
@@ -193,3 +196,30 @@ class Projector:
             },
         )
         await conn.execute(stmt, rows)
+
+
+async def _record_history(conn: AsyncConnection, events: Sequence[Positioned]) -> list[Positioned]:
+    """Insert into the event history; return the events it did not hold yet, in batch order."""
+    unique: dict[str, Positioned] = {}
+    for p in events:
+        unique.setdefault(p.event.id, p)
+    if not unique:
+        return []
+    rows = [
+        {
+            "event_id": p.event.id,
+            "subject": p.event.subject,
+            "area": p.event.area,
+            "type": p.event.type,
+            "source": p.event.source,
+            "occurred_at": p.event.time,
+            "topic": p.record.topic,
+            "partition": p.record.partition,
+            "offset": p.record.offset,
+        }
+        for p in unique.values()
+    ]
+    insert = upsert(conn, event_history).on_conflict_do_nothing(index_elements=["event_id"])
+    inserted = await conn.execute(insert.returning(event_history.c.event_id), rows)
+    new_ids = {row[0] for row in inserted}
+    return [p for p in unique.values() if p.event.id in new_ids]

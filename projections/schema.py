@@ -59,11 +59,12 @@ cases = Table(
 )
 Index("ix_cases_township_case", cases.c.township, cases.c.case_id)
 
-case_events = Table(
-    "case_events",
+event_history = Table(
+    "event_history",
     metadata,
     Column("event_id", String(64), primary_key=True),
-    Column("case_id", String(128), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("area", String(64), nullable=False),
     Column("type", String(128), nullable=False),
     Column("source", String(128), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
@@ -71,7 +72,73 @@ case_events = Table(
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
 )
-Index("ix_case_events_case_time", case_events.c.case_id, case_events.c.occurred_at)
+Index(
+    "ix_event_history_subject_time",
+    event_history.c.area,
+    event_history.c.subject,
+    event_history.c.occurred_at,
+)
+
+matters = Table(
+    "matters",
+    metadata,
+    Column("subject_id", String(128), primary_key=True),
+    Column("area", String(64), primary_key=True),
+    Column("township", String(64), nullable=True),
+    Column("case_id", String(128), nullable=True),
+    Column("initiator", String(128), nullable=True),
+    Column("opened_at", DateTime(timezone=True), nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Column("reopened_at", DateTime(timezone=True), nullable=True),
+    Column("last_event_at", DateTime(timezone=True), nullable=False),
+    Column("last_event_type", String(128), nullable=False),
+    Column("event_count", Integer, nullable=False),
+)
+Index("ix_matters_area_township", matters.c.area, matters.c.township)
+Index("ix_matters_case", matters.c.case_id)
+
+matter_parties = Table(
+    "matter_parties",
+    metadata,
+    Column("subject_id", String(128), primary_key=True),
+    Column("area", String(64), primary_key=True),
+    Column("unit_id", String(128), primary_key=True),
+)
+Index("ix_matter_parties_unit", matter_parties.c.unit_id)
+
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("anomaly_id", String(64), primary_key=True),
+    Column("subject", String(128), nullable=False),
+    Column("area", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(128), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("detected_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("detail", Text, nullable=False),
+)
+Index("ix_anomalies_subject", anomalies.c.area, anomalies.c.subject)
+
+directory_units = Table(
+    "directory_units",
+    metadata,
+    Column("unit_id", String(128), primary_key=True),
+    Column("kind", String(32), nullable=True),
+    Column("name_zh", Text, nullable=True),
+    Column("name_en", Text, nullable=True),
+    Column("home_township", String(64), nullable=True),
+    # JSON arrays as text: both stores read them the same way.
+    Column("jurisdiction", Text, nullable=True),
+    Column("publishes", Text, nullable=True),
+    Column("officers", Integer, nullable=True),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("event_id", String(64), nullable=False),
+)
 
 api_keys = Table(
     "api_keys",

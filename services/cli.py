@@ -79,6 +79,22 @@ def _cmd_keys_issue(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_catalog_docs(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from events.catalog import Catalog
+    from events.catalog_docs import render
+    from events.mechanisms import Mechanisms
+
+    text = render(Catalog.load(), Mechanisms.load())
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+        print(f"wrote {args.write}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     issue = keys.add_parser("issue", help="issue a key for a publishing unit")
     issue.add_argument("unit_id")
     issue.set_defaults(run=_cmd_keys_issue)
+    catalog = sub.add_parser("catalog", help="the event catalog").add_subparsers(
+        dest="catalog_command", required=True
+    )
+    docs = catalog.add_parser("docs", help="render the catalog as Markdown (docs/events.md)")
+    docs.add_argument("--write", metavar="PATH", help="write to PATH instead of standard output")
+    docs.set_defaults(run=_cmd_catalog_docs)
     return parser
 
 

@@ -18,6 +18,7 @@ from types import FrameType
 
 from connectors.kafka.topics import ensure_topics
 from events.catalog import Catalog, topic_for
+from services.directory_sync import COMPACTED
 from services.embedded_broker import EmbeddedBroker
 from services.settings import Settings
 from services.store import migrate
@@ -86,7 +87,7 @@ def run_up(settings: Settings) -> int:
             f"store ready at {settings.redacted_database_url()} (instance {store_id})",
         )
         topics = {topic_for(f): settings.topic_partitions for f in Catalog.load().families}
-        asyncio.run(ensure_topics(bootstrap, topics, settings.topic_replication))
+        asyncio.run(ensure_topics(bootstrap, topics, settings.topic_replication, COMPACTED))
 
         env = {
             **os.environ,

@@ -10,6 +10,7 @@ import pytest
 from projections.db import make_engine
 from projections.migrate import upgrade
 from services.embedded_broker import EmbeddedBroker
+from tests.processes import Workers
 from tests.support import create_pg_database, drop_pg_database
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -54,3 +55,11 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     yield url
     if request.param == "postgresql":
         await drop_pg_database(url)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, pg_url: str) -> Iterator[Workers]:
+    """Worker processes against the test's PostgreSQL database; all stopped afterwards."""
+    pool = Workers(tmp_path, pg_url)
+    yield pool
+    pool.stop_all()

@@ -138,3 +138,33 @@ def liandong(
         cwd=cwd or REPO,
         **kwargs,
     )
+
+
+def catalog_event(
+    short_type: str,
+    subject: str,
+    *,
+    source: str = "shilou.enforcement-office",
+    time_: datetime | None = None,
+    event_id: str | None = None,
+    **data: Any,
+) -> Envelope:
+    """An event of any catalog type (`transfer.requested.v1`) with sample data, overridden by `data`.
+
+    The data is Avro-ready (dates as `date`), as the gateway would hand it on after validation.
+    """
+    from events.catalog import Catalog
+    from events.directory import Directory
+    from events.jsonavro import from_json
+    from events.samples import sample_data
+
+    kind = Catalog.load().get("cn.gov.liandong." + short_type)
+    raw = {**sample_data(kind.latest), **data}
+    return Envelope(
+        id=event_id or str(uuid7()),
+        type=kind.type,
+        source=source,
+        subject=subject,
+        time=time_ or datetime.now(UTC),
+        data=from_json(kind.latest, raw, "data", Directory.load().knows),
+    )

@@ -106,25 +106,19 @@ def parse_request(
         )
     events: list[Envelope] = []
     problems: list[FieldProblem] = []
-    forged = False
+    forbidden: list[str] = []
     index_of = (lambda i: i) if mode == BATCH else (lambda i: None)
     for i, item in enumerate(items):
         try:
             events.append(_event(item, publisher_unit, catalog, directory, limits))
-        except _Forged as exc:
-            forged = True
-            problems.append(FieldProblem("source", exc.reason, index_of(i)))
+        except Forbidden as exc:
+            forbidden.append(exc.reason)
+            problems.append(FieldProblem(exc.field, exc.detail, index_of(i)))
         except DataError as exc:
             problems.append(FieldProblem(exc.path, exc.reason, index_of(i)))
-    if forged:
-        raise IngestRejected(
-            403,
-            "forged_source",
-            "An event's source is not the unit that owns the key",
-            "事件来源与密钥所属单位不一致",
-            problems,
-            _first_type(items),
-        )
+    if forbidden:
+        title, title_zh = FORBIDDEN_TITLES[forbidden[0]]
+        raise IngestRejected(403, forbidden[0], title, title_zh, problems, _first_type(items))
     if problems:
         raise IngestRejected(
             422,
@@ -135,6 +129,26 @@ def parse_request(
             _first_type(items),
         )
     return events
+
+
+FORBIDDEN_TITLES = {
+    "forged_source": ("An event's source is not the unit that owns the key", "事件来源与密钥所属单位不一致"),
+    "type_not_permitted": ("The unit may not publish this event type", "该单位无权发布此类事件"),
+    "township_not_permitted": (
+        "The unit may not publish about this township",
+        "该单位无权发布涉及该镇街的事件",
+    ),
+}
+
+
+class Forbidden(Exception):
+    """The event is well-formed, but its publisher may not say it."""
+
+    def __init__(self, reason: str, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.field = field
+        self.detail = detail
 
 
 def _items(mode: str, doc: Any, limits: Limits) -> list[Any]:
@@ -182,11 +196,6 @@ def _first_type(items: list[Any]) -> str:
     return "unknown"
 
 
-class _Forged(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, limits: Limits) -> Envelope:
     if not isinstance(item, dict):
         raise DataError("event", "must be a JSON object")
@@ -209,10 +218,15 @@ def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, li
     source = _string(attrs, "source")
     if source != publisher:
         known = "a unit" if source in directory.units else "not a registered unit"
-        raise _Forged(f"'{source}' is {known}; this key publishes only as '{publisher}'")
+        raise Forbidden(
+            "forged_source", "source", f"'{source}' is {known}; this key publishes only as '{publisher}'"
+        )
     event_type = _string(attrs, "type")
     if event_type not in catalog.kinds:
         raise DataError("type", f"unknown event type '{event_type}'")
+    unit = directory.units[publisher]
+    if not unit.may_publish(event_type):
+        raise Forbidden("type_not_permitted", "type", f"unit '{publisher}' may not publish '{event_type}'")
     subject = _string(attrs, "subject")
     if not _SUBJECT.fullmatch(subject):
         raise DataError("subject", "must be 1-128 characters of A-Z a-z 0-9 . _ : / -")
@@ -224,7 +238,16 @@ def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, li
         raise DataError("datacontenttype", "must be application/json")
     if "dataschema" in attrs:
         _string(attrs, "dataschema")
-    data = from_json(catalog.get(event_type).latest, attrs["data"], "data", directory.knows)
+    schema = catalog.get(event_type).latest
+    data = from_json(schema, attrs["data"], "data", directory.knows)
+    for name in township_fields(schema):
+        township = data.get(name)
+        if isinstance(township, str) and not unit.covers(township):
+            raise Forbidden(
+                "township_not_permitted",
+                f"data.{name}",
+                f"unit '{publisher}' does not cover township '{township}'",
+            )
     return Envelope(
         id=event_id.lower(), type=event_type, source=source, subject=subject, time=occurred, data=data
     )
@@ -237,3 +260,12 @@ def _string(attrs: Mapping[str, Any], name: str) -> str:
     if len(value) > 512:
         raise DataError(name, "longer than 512 characters")
     return value
+
+
+def township_fields(schema: Mapping[str, Any]) -> list[str]:
+    """Top-level fields that name one township (`liandong.ref: township`, a single string)."""
+    return [
+        f["name"]
+        for f in schema.get("fields", [])
+        if f.get("liandong.ref") == "township" and f["type"] in ("string", ["null", "string"])
+    ]

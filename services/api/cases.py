@@ -10,13 +10,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Row, select
 
 from connectors.http_gateway.ingest import FieldProblem
-from projections.schema import case_events, cases
+from projections.case_registry import STAGE_RANKS
+from projections.schema import anomalies, cases, event_history, matters
 from services.api.context import Ctx
 from services.api.problems import problem
 
 router = APIRouter()
 
-STAGES = ("filed", "decided", "closed")
+STAGES = tuple(STAGE_RANKS)
 _CASE_COLUMNS = [c for c in cases.c if c.name != "stage_rank"]
 
 
@@ -40,18 +41,40 @@ async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
         row = (await conn.execute(select(*_CASE_COLUMNS).where(cases.c.case_id == case_id))).first()
         if row is None:
             return problem(404, "not_found", f"No case {case_id}", f"未找到案件 {case_id}")
+        h = event_history.c
         history = await conn.execute(
-            select(
-                case_events.c.event_id, case_events.c.type, case_events.c.source, case_events.c.occurred_at
-            )
-            .where(case_events.c.case_id == case_id)
-            .order_by(case_events.c.occurred_at, case_events.c.event_id)
+            select(h.event_id, h.type, h.source, h.occurred_at)
+            .where(h.area == "case", h.subject == case_id)
+            .order_by(h.occurred_at, h.event_id)
         )
         body = _case_json(row)
         body["events"] = [
-            {"id": h.event_id, "type": h.type, "source": h.source, "time": _iso(h.occurred_at)}
-            for h in history
+            {"id": e.event_id, "type": e.type, "source": e.source, "time": _iso(e.occurred_at)}
+            for e in history
         ]
+        a = anomalies.c
+        flagged = await conn.execute(
+            select(a.anomaly_id, a.kind, a.category, a.event_id, a.detail, a.resolved_at)
+            .where(a.area == "case", a.subject == case_id)
+            .order_by(a.occurred_at)
+        )
+        body["anomalies"] = [
+            {
+                "id": x.anomaly_id,
+                "kind": x.kind,
+                "category": x.category,
+                "event_id": x.event_id,
+                "detail": x.detail,
+                "open": x.resolved_at is None,
+            }
+            for x in flagged
+        ]
+        linked = await conn.execute(
+            select(matters.c.area, matters.c.subject_id)
+            .where(matters.c.case_id == case_id)
+            .order_by(matters.c.opened_at)
+        )
+        body["matters"] = [{"area": m.area, "id": m.subject_id} for m in linked]
     return JSONResponse(body)
 
 

@@ -6,11 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from connectors.http_gateway.ingest import FieldProblem, IngestRejected, parse_request
+from connectors.http_gateway.ingest import (
+    BATCH,
+    FORBIDDEN_TITLES,
+    FieldProblem,
+    IngestRejected,
+    media_type,
+    parse_request,
+)
 from connectors.kafka.publisher import BrokerUnavailable
 from events.catalog import topic_for
 from services.api.context import ApiContext, Ctx
 from services.api.problems import problem
+from services.api.scope import out_of_scope
 from services.keys import unit_for_key
 
 router = APIRouter()
@@ -71,6 +79,13 @@ async def ingest(
     except IngestRejected as exc:
         ctx.metrics.rejected.labels(type=_label(ctx, exc.event_type), reason=exc.reason).inc()
         return problem(exc.status, exc.reason, exc.title, exc.title_zh, exc.problems)
+    scope = await out_of_scope(
+        ctx.engine, ctx.catalog, ctx.directory, events, media_type(content_type) == BATCH
+    )
+    if scope:
+        ctx.metrics.rejected.labels(type=events[0].type, reason="township_not_permitted").inc()
+        title, title_zh = FORBIDDEN_TITLES["township_not_permitted"]
+        return problem(403, "township_not_permitted", title, title_zh, scope)
     records = [(topic_for(kind_family(ctx, e.type), ctx.topic_prefix), ctx.codec.encode(e)) for e in events]
     try:
         await ctx.publisher.publish(records)

@@ -16,11 +16,14 @@ from connectors.kafka.incarnation import BrokerIncarnation
 from connectors.kafka.publisher import KafkaPublisher
 from connectors.kafka.topics import ensure_topics
 from events.catalog import Catalog, topic_for
+from events.directory import Directory
+from events.mechanisms import Mechanisms
 from events.serde import EventCodec
-from projections.case_store import CaseRegistryProjection
 from projections.db import make_engine
+from projections.hub import hub_projections
 from projections.migrate import instance_id
 from projections.runtime import BatchResult, Projector, SourceRecord
+from services.directory_sync import COMPACTED, sync_directory
 from services.metrics import WorkerMetrics
 from services.registry import make_registry
 from services.settings import Settings
@@ -29,7 +32,7 @@ from services.worker.dead_letters import KafkaDeadLetters
 
 log = logging.getLogger(__name__)
 
-PROJECTION = "case_registry"
+PROJECTION = "hub"
 DEAD_LETTER_TOPIC = "liandong.deadletter"
 EXIT_FAULT_INJECTED = 75
 
@@ -50,19 +53,24 @@ async def plan_worker(settings: Settings, bootstrap: str) -> WorkerPlan:
     catalog = Catalog.load()
     codec = EventCodec(catalog, make_registry(settings))
     await codec.prepare()
-    engine = make_engine(settings.database_url)
-    try:
-        store_id = await instance_id(engine)
-    finally:
-        await engine.dispose()
     topics = tuple(sorted(topic_for(f) for f in catalog.families))
     await ensure_topics(
         bootstrap,
         {**dict.fromkeys(topics, settings.topic_partitions), DEAD_LETTER_TOPIC: 1},
         settings.topic_replication,
+        COMPACTED,
     )
     incarnation = BrokerIncarnation(bootstrap)
     await incarnation.refresh()
+    engine = make_engine(settings.database_url)
+    publisher = KafkaPublisher(bootstrap, client_id="liandong-directory")
+    try:
+        store_id = await instance_id(engine)
+        published = await sync_directory(engine, Directory.load(), codec, publisher)
+        log.info("directory: %d unit changes published", published)
+    finally:
+        await publisher.close()
+        await engine.dispose()
     # The group is scoped to the store: a fresh database must read the topics from the start,
     # not from offsets that another store's projections committed.
     group_id = f"{settings.consumer_group}.{store_id[:12]}"
@@ -119,6 +127,7 @@ class _ProjectorRuntime:
         self._lock = asyncio.Lock()
 
     def _build(self) -> Projector:
+        mechanisms = Mechanisms.load()
         dead_letters = KafkaDeadLetters(
             KafkaPublisher(self._plan.bootstrap, client_id="liandong-deadletters"), DEAD_LETTER_TOPIC
         )
@@ -126,7 +135,7 @@ class _ProjectorRuntime:
             engine=make_engine(self._settings.database_url),
             consumer=PROJECTION,
             codec=self._plan.codec,
-            projections=[CaseRegistryProjection()],
+            projections=hub_projections(mechanisms),
             dead_letters=dead_letters,
             incarnation=self._plan.incarnation,
             after_commit=self._after_commit,

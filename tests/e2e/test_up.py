@@ -158,7 +158,7 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
 
         async def worker_counted() -> float:
             text = (await client.get(hub.worker_metrics)).text
-            return _sample(text, "liandong_events_projected_total", projection="case_registry")
+            return _sample(text, "liandong_events_projected_total", projection="hub")
 
         assert await wait_for(worker_counted, 30, "worker metrics to count projected events") >= 2
 

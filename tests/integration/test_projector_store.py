@@ -4,93 +4,15 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events.catalog import Catalog
-from events.envelope import Envelope
-from events.registry import LocalSchemaRegistry
 from events.serde import EventCodec
-from projections.case_store import CaseRegistryProjection
-from projections.db import make_engine
-from projections.runtime import Projector, SourceRecord
-from projections.schema import case_events, cases, projection_checkpoints
+from projections.runtime import SourceRecord
+from projections.schema import cases, event_history, projection_checkpoints
+from tests.projector_kit import TOPIC, ListDeadLetters, SettableIncarnation, projector, records
 from tests.support import case_event
-
-TOPIC = "liandong.case.events"
-
-
-@dataclass
-class SettableIncarnation:
-    """Our Incarnation port, with the broker identity under the test's control."""
-
-    value: str = "broker-a"
-    seen: str = "broker-a"
-
-    @property
-    def current(self) -> str:
-        return self.seen
-
-    async def refresh(self) -> bool:
-        changed = self.value != self.seen
-        self.seen = self.value
-        return changed
-
-
-@dataclass
-class ListDeadLetters:
-    sent: list[tuple[SourceRecord, str, str]] = field(default_factory=list)
-
-    async def send(self, record: SourceRecord, reason: str, detail: str) -> None:
-        self.sent.append((record, reason, detail))
-
-
-@pytest.fixture
-async def codec() -> EventCodec:
-    codec = EventCodec(Catalog.load(), LocalSchemaRegistry())
-    await codec.prepare()
-    return codec
-
-
-@pytest.fixture
-async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(store_url)
-    yield engine
-    await engine.dispose()
-
-
-def records(
-    codec: EventCodec, events: Sequence[Envelope], start: int = 0, partition: int = 0
-) -> list[SourceRecord]:
-    out = []
-    for offset, event in enumerate(events, start):
-        encoded = codec.encode(event)
-        out.append(
-            SourceRecord(
-                TOPIC, partition, offset, 1_700_000_000_000, encoded.key, encoded.value, encoded.headers
-            )
-        )
-    return out
-
-
-def projector(
-    engine: AsyncEngine,
-    codec: EventCodec,
-    incarnation: SettableIncarnation | None = None,
-    dead: ListDeadLetters | None = None,
-) -> Projector:
-    return Projector(
-        engine,
-        "case_registry",
-        codec,
-        [CaseRegistryProjection()],
-        dead or ListDeadLetters(),
-        incarnation or SettableIncarnation(),
-    )
 
 
 async def case_row(engine: AsyncEngine, case_id: str) -> dict[str, object]:
@@ -150,7 +72,7 @@ async def test_the_same_event_id_published_twice_counts_once(engine: AsyncEngine
     assert result.applied == {}
     row = await case_row(engine, "SL-3")
     assert row["event_count"] == 2
-    assert await count(engine, case_events) == 2
+    assert await count(engine, event_history) == 2
 
 
 async def test_out_of_order_events_converge_to_the_same_row(engine: AsyncEngine, codec: EventCodec) -> None:

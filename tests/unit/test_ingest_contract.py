@@ -23,6 +23,7 @@ from connectors.http_gateway.ingest import (
 from events.catalog import Catalog
 from events.directory import Directory
 from events.envelope import Envelope
+from events.samples import SampleContext, sample_data
 from tests.support import case_event, cloudevent_json
 
 CATALOG = Catalog.load()
@@ -31,6 +32,8 @@ LIMITS = Limits()
 
 UNIT = "shilou.enforcement-office"
 OTHER_UNIT = "shiqiao.enforcement-office"
+POLICE = "shilou.police-station"
+DISTRICT_UNIT = "district.urban-management"
 FILED = "cn.gov.liandong.case.filed.v1"
 DECIDED = "cn.gov.liandong.case.decided.v1"
 CLOSED = "cn.gov.liandong.case.closed.v1"
@@ -87,8 +90,19 @@ def assert_invalid(exc: IngestRejected, field: str, reason_part: str = "") -> No
 # --- a valid event ------------------------------------------------------------------------------
 
 
+def schema_defaults(event_type: str) -> dict[str, Any]:
+    """What the latest revision of `event_type` fills in for optional fields a request leaves out."""
+    return {f["name"]: f["default"] for f in CATALOG.get(event_type).latest["fields"] if "default" in f}
+
+
 def test_a_valid_structured_event_becomes_one_envelope_with_the_same_attributes() -> None:
     doc = event()
+    # The gateway checks the unit's permissions too; this unit may file cases in its own township.
+    publisher = DIRECTORY.units[UNIT]
+    assert publisher.may_publish(FILED)
+    assert publisher.covers(doc["data"]["township"])
+    left_out = {k: v for k, v in schema_defaults(FILED).items() if k not in doc["data"]}
+    assert left_out, "the filed schema should have optional fields the sample does not send"
 
     [envelope] = parse(doc)
 
@@ -98,8 +112,9 @@ def test_a_valid_structured_event_becomes_one_envelope_with_the_same_attributes(
         source=UNIT,
         subject="SL-2026-0001",
         time=datetime.fromisoformat(doc["time"]),
-        data=doc["data"],
+        data={**doc["data"], **left_out},
     )
+    assert [f["name"] for f in CATALOG.get(FILED).latest["fields"]] == list(envelope.data)
 
 
 def test_optional_data_fields_left_out_take_their_schema_defaults() -> None:
@@ -512,6 +527,72 @@ def test_a_forged_event_in_a_batch_makes_the_whole_batch_403_and_lists_every_pro
 
     assert (exc.status, exc.reason) == (403, "forged_source")
     assert [(p.field, p.index) for p in exc.problems] == [("source", 1), ("data.township", 2)]
+
+
+# --- what a unit may publish ---------------------------------------------------------------------
+
+
+def test_a_unit_whose_patterns_do_not_match_the_type_is_refused_as_type_not_permitted() -> None:
+    assert not DIRECTORY.units[POLICE].may_publish(FILED)
+
+    exc = refusal(event(source=POLICE), unit=POLICE)
+
+    assert (exc.status, exc.reason) == (403, "type_not_permitted")
+    problem = only_problem(exc)
+    assert (problem.field, problem.index) == ("type", None)
+    assert POLICE in problem.reason
+    assert FILED in problem.reason
+    assert exc.event_type == FILED
+
+
+def test_an_exact_pattern_permits_that_event_and_no_other_of_its_area() -> None:
+    raised = "cn.gov.liandong.dispute.raised.v1"
+    decided = "cn.gov.liandong.dispute.decided.v1"
+    assert "dispute.raised" in DIRECTORY.units[POLICE].publishes
+    data = sample_data(CATALOG.get(raised).latest, SampleContext(unit=POLICE, other_unit=UNIT))
+    doc = {**event(source=POLICE, type=raised), "data": data}
+
+    [envelope] = parse(doc, unit=POLICE)
+    exc = refusal({**doc, "type": decided}, unit=POLICE)
+
+    assert (envelope.type, envelope.source) == (raised, POLICE)
+    assert (exc.status, exc.reason) == (403, "type_not_permitted")
+    assert only_problem(exc).field == "type"
+
+
+def test_a_unit_publishing_about_a_township_outside_its_jurisdiction_is_refused() -> None:
+    assert not DIRECTORY.units[UNIT].covers("nancun")
+
+    exc = refusal(with_data(event(), township="nancun"))
+
+    assert (exc.status, exc.reason) == (403, "township_not_permitted")
+    problem = only_problem(exc)
+    assert (problem.field, problem.index) == ("data.township", None)
+    assert "nancun" in problem.reason
+    assert UNIT in problem.reason
+    assert exc.event_type == FILED
+
+
+def test_a_township_outside_the_jurisdiction_in_a_batch_makes_the_whole_batch_403_naming_its_index() -> None:
+    docs = [event(subject="SL-1"), with_data(event(subject="SL-2"), township="nancun")]
+
+    exc = refusal(docs, BATCH)
+
+    assert (exc.status, exc.reason) == (403, "township_not_permitted")
+    assert [(p.field, p.index) for p in exc.problems] == [("data.township", 1)]
+
+
+@pytest.mark.parametrize("township", sorted(DIRECTORY.townships))
+def test_a_district_department_may_file_a_case_in_any_township(township: str) -> None:
+    department = DIRECTORY.units[DISTRICT_UNIT]
+    assert department.kind == "department"
+    assert department.jurisdiction == set(DIRECTORY.townships)
+    doc = with_data(event(source=DISTRICT_UNIT), township=township, handling_unit=DISTRICT_UNIT)
+
+    [envelope] = parse(doc, unit=DISTRICT_UNIT)
+
+    assert (envelope.type, envelope.source) == (FILED, DISTRICT_UNIT)
+    assert envelope.data["township"] == township
 
 
 # --- batches ------------------------------------------------------------------------------------

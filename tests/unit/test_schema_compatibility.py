@@ -24,6 +24,7 @@ from avro.compatibility import (
 )
 
 from events.catalog import Catalog
+from events.mechanisms import Mechanisms
 
 CATALOG = Catalog.load()
 FILED = "cn.gov.liandong.case.filed.v1"
@@ -90,9 +91,13 @@ def fields_of(schema: Any, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]
             yield from fields_of(schema["values"], f"{path}{{}}")
 
 
-def test_the_catalog_holds_the_three_case_event_types() -> None:
-    assert set(CATALOG.kinds) == CASE_TYPES
+def test_the_catalog_holds_the_three_original_case_event_types_and_every_area() -> None:
+    assert set(CATALOG.kinds) >= CASE_TYPES
     assert all(kind.revisions for kind in CATALOG)
+    areas = set(Mechanisms.load().areas)
+    assert areas, "events/mechanisms.json lists no area"
+    without_types = sorted(area for area in areas if area not in CATALOG.families)
+    assert without_types == [], f"areas of mechanisms.json with no event type: {without_types}"
 
 
 @pytest.mark.parametrize("kind", list(CATALOG), ids=lambda k: k.short_type)
@@ -123,16 +128,36 @@ def test_the_checker_rejects_a_required_field_added_without_a_default() -> None:
     assert problems[0].startswith("revision 2 cannot read revision 1")
 
 
+def outcome_enum(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The `outcome` enum of a copy of case.decided.v1, to change in place."""
+    enum: dict[str, Any] = next(f for f in schema["fields"] if f["name"] == "outcome")["type"]
+    assert enum["type"] == "enum"
+    return enum
+
+
 def test_the_checker_rejects_an_enum_symbol_removed_from_a_later_revision() -> None:
-    original = CATALOG.get(DECIDED).latest
-    changed = copy.deepcopy(dict(original))
-    outcome = next(f for f in changed["fields"] if f["name"] == "outcome")
-    outcome["type"]["symbols"].remove("transferred_to_judicial")
+    # Without an enum default, a reader has nowhere to put a symbol it no longer knows.
+    original = copy.deepcopy(dict(CATALOG.get(DECIDED).latest))
+    outcome_enum(original).pop("default", None)
+    changed = copy.deepcopy(original)
+    outcome_enum(changed)["symbols"].remove("transferred_to_judicial")
 
     problems = backward_transitive_problems([original, changed])
 
     assert len(problems) == 1
+    assert problems[0].startswith("revision 2 cannot read revision 1")
     assert "missing_enum_symbols" in problems[0]
+
+
+def test_an_enum_default_lets_a_later_revision_drop_a_symbol() -> None:
+    # The reason every enum has a default: an unknown symbol resolves to it instead of failing.
+    original = copy.deepcopy(dict(CATALOG.get(DECIDED).latest))
+    assert "default" in outcome_enum(original)
+    changed = copy.deepcopy(original)
+    outcome_enum(changed)["symbols"].remove("transferred_to_judicial")
+    assert outcome_enum(changed)["default"] in outcome_enum(changed)["symbols"]
+
+    assert backward_transitive_problems([original, changed]) == []
 
 
 def test_the_checker_rejects_an_incompatible_revision_even_when_it_is_not_the_newest() -> None:
@@ -168,7 +193,9 @@ def test_a_catalog_orders_revisions_by_number_not_by_file_name(tmp_path: Path) -
 
     kind = Catalog.load(tmp_path).get(FILED)
 
-    assert [len(r["fields"]) for r in kind.revisions] == [6, 7, 8]
+    base = len(first["fields"])
+    assert [len(r["fields"]) for r in kind.revisions] == [base, base + 1, base + 2]
+    assert [r["fields"][-1]["name"] for r in kind.revisions[1:]] == ["district_note", "priority"]
     assert list(kind.revisions) == [first, second, tenth]
     assert kind.latest == tenth
     assert backward_transitive_problems(kind.revisions) == []

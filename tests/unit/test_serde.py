@@ -8,20 +8,27 @@ from __future__ import annotations
 import copy
 import json
 import struct
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events.catalog import SCHEMA_ROOT, Catalog
+from events.envelope import Envelope
+from events.ids import uuid7
 from events.registry import LocalSchemaRegistry
 from events.serde import DecodeError, EventCodec
+from events.upcasters import upcast
 from tests.support import case_event
 
 CATALOG = Catalog.load()
 KINDS = ["filed", "decided", "closed"]
 FILED = "cn.gov.liandong.case.filed.v1"
 CLOSED = "cn.gov.liandong.case.closed.v1"
+DECIDED = "cn.gov.liandong.case.decided.v1"
+DECIDED_V2 = "cn.gov.liandong.case.decided.v2"
 SUBJECT = "SL-2026-0042"
 CE_HEADERS = ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time", "content-type"]
 
@@ -57,10 +64,100 @@ def decode_error(codec: EventCodec, value: bytes | None, headers: list[tuple[str
     return caught.value
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_each_case_event_survives_an_encode_decode_round_trip(kind: str) -> None:
+def defaults_of(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The value each field of `schema` with a default takes when a record does not carry it."""
+    return {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
+
+
+def field_names(schema: Mapping[str, Any]) -> list[str]:
+    return [f["name"] for f in schema["fields"]]
+
+
+def test_the_round_trip_kinds_still_have_what_this_suite_assumes() -> None:
+    # filed has grown optional fields (revision 2); decided.v1 has a successor major version.
+    filed = CATALOG.get(FILED)
+    assert len(filed.revisions) >= 2
+    assert set(field_names(filed.latest)) > set(case_event("filed", SUBJECT).data)
+    assert DECIDED_V2 in CATALOG.kinds
+    assert field_names(CATALOG.get(CLOSED).latest) == list(case_event("closed", SUBJECT).data)
+
+
+async def test_a_closed_event_survives_an_encode_decode_round_trip_unchanged() -> None:
     codec = await make_codec()
-    event = case_event(kind, SUBJECT)
+    event = case_event("closed", SUBJECT)
+
+    record = codec.encode(event)
+    decoded = codec.decode(record.value, record.headers)
+
+    assert decoded == event
+    assert dict(decoded.data) == dict(event.data)
+
+
+async def test_a_filed_event_round_trips_with_the_new_optional_fields_at_their_defaults() -> None:
+    codec = await make_codec()
+    event = case_event("filed", SUBJECT)
+    latest = CATALOG.get(FILED).latest
+
+    record = codec.encode(event)
+    decoded = codec.decode(record.value, record.headers)
+
+    added = {name: value for name, value in defaults_of(latest).items() if name not in event.data}
+    assert added, "revision 2 of case.filed.v1 should add optional fields"
+    assert dict(decoded.data) == {**event.data, **added}
+    assert list(decoded.data) == field_names(latest)
+    assert decoded.data["party_kind"] == "unknown"
+    assert decoded.data["lead_id"] is None
+    assert (decoded.id, decoded.type, decoded.source, decoded.subject, decoded.time) == (
+        event.id,
+        event.type,
+        event.source,
+        event.subject,
+        event.time,
+    )
+
+
+async def test_a_decided_v1_event_round_trips_as_decided_v2_via_the_upcaster() -> None:
+    codec = await make_codec()
+    event = case_event("decided", SUBJECT)
+
+    record = codec.encode(event)
+    decoded = codec.decode(record.value, record.headers)
+
+    assert decoded.type == DECIDED_V2
+    expected_type, expected = upcast(DECIDED, {**defaults_of(CATALOG.get(DECIDED).latest), **event.data})
+    assert expected_type == DECIDED_V2
+    assert dict(decoded.data) == dict(expected)
+    assert set(decoded.data) == set(field_names(CATALOG.get(DECIDED_V2).latest))
+    assert decoded.data["outcome"] == "penalty"
+    assert decoded.data["penalties"] == [{"kind": "fine", "amount_fen": 500_000, "detail": None}]
+    assert (decoded.id, decoded.source, decoded.subject, decoded.time) == (
+        event.id,
+        event.source,
+        event.subject,
+        event.time,
+    )
+
+
+async def test_a_decided_v2_event_survives_an_encode_decode_round_trip_unchanged() -> None:
+    codec = await make_codec()
+    event = Envelope(
+        id=str(uuid7()),
+        type=DECIDED_V2,
+        source="shilou.enforcement-office",
+        subject=SUBJECT,
+        time=datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        data={
+            "outcome": "penalty",
+            "penalties": [
+                {"kind": "warning", "amount_fen": None, "detail": None},
+                {"kind": "fine", "amount_fen": 500_000, "detail": None},
+                {"kind": "other", "amount_fen": None, "detail": "责令限期拆除"},
+            ],
+            "decision_number": "石综执罚决〔2026〕7号",
+            "major_case": True,
+            "legal_review_id": "LR-2026-0003",
+        },
+    )
 
     record = codec.encode(event)
     decoded = codec.decode(record.value, record.headers)
@@ -226,8 +323,8 @@ def filed_v2() -> dict[str, Any]:
     return schema
 
 
-def schema_root(root: Path, *revisions: dict[str, Any]) -> Catalog:
-    folder = root / "case.filed.v1"
+def schema_root(root: Path, *revisions: dict[str, Any], short_type: str = "case.filed.v1") -> Catalog:
+    folder = root / short_type
     folder.mkdir(parents=True)
     for number, revision in enumerate(revisions, start=1):
         (folder / f"{number}.avsc").write_text(json.dumps(revision, ensure_ascii=False), encoding="utf-8")
@@ -315,3 +412,73 @@ async def test_two_codecs_sharing_one_registry_agree_on_the_bytes(
 
     assert new_codec.decode(record.value, record.headers).data["title"] == event.data["title"]
     assert await shared.schema_by_id(LocalSchemaRegistry.id_for(filed_v2())) == filed_v2()
+
+
+# Replay: bytes of a v1 decision, written before v2 existed, read by today's hub.
+
+
+def decided_v1_revision_1() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(
+        (SCHEMA_ROOT / "case.decided.v1" / "1.avsc").read_text(encoding="utf-8")
+    )
+    return loaded
+
+
+@pytest.fixture
+def decided_v1_only_catalog(tmp_path: Path) -> Catalog:
+    catalog = schema_root(tmp_path / "v1-only", decided_v1_revision_1(), short_type="case.decided.v1")
+    assert set(catalog.kinds) == {DECIDED}
+    assert len(catalog.get(DECIDED).revisions) == 1
+    return catalog
+
+
+async def test_replayed_v1_bytes_of_a_decision_decode_as_v2_with_the_fine_in_penalties(
+    decided_v1_only_catalog: Catalog,
+) -> None:
+    old_codec = await make_codec(decided_v1_only_catalog, LocalSchemaRegistry())
+    hub = await make_codec()
+    data = {**case_event("decided", SUBJECT).data, "decision_number": "石综执罚决〔2025〕31号"}
+    event = case_event("decided", SUBJECT, data=data)
+
+    record = old_codec.encode(event)
+    decoded = hub.decode(record.value, record.headers)
+
+    assert struct.unpack(">I", record.value[1:5])[0] == LocalSchemaRegistry.id_for(decided_v1_revision_1())
+    assert decoded.type == DECIDED_V2
+    assert dict(decoded.data) == {
+        "outcome": "penalty",
+        "penalties": [{"kind": "fine", "amount_fen": 500_000, "detail": None}],
+        "decision_number": "石综执罚决〔2025〕31号",
+        "major_case": False,
+        "legal_review_id": None,
+    }
+    assert (decoded.id, decoded.source, decoded.subject, decoded.time) == (
+        event.id,
+        event.source,
+        event.subject,
+        event.time,
+    )
+
+
+async def test_replayed_v1_penalty_kinds_in_chinese_become_structured_penalties(
+    decided_v1_only_catalog: Catalog,
+) -> None:
+    old_codec = await make_codec(decided_v1_only_catalog, LocalSchemaRegistry())
+    hub = await make_codec()
+    data = {
+        **case_event("decided", SUBJECT).data,
+        "penalty_kinds": ["警告", "罚款", "责令限期拆除"],
+        "fine_amount_fen": 120_000,
+    }
+
+    record = old_codec.encode(case_event("decided", SUBJECT, data=data))
+    decoded = hub.decode(record.value, record.headers)
+
+    assert decoded.type == DECIDED_V2
+    assert decoded.data["penalties"] == [
+        {"kind": "warning", "amount_fen": None, "detail": None},
+        {"kind": "fine", "amount_fen": 120_000, "detail": None},
+        {"kind": "other", "amount_fen": None, "detail": "责令限期拆除"},
+    ]
+    assert "fine_amount_fen" not in decoded.data
+    assert "penalty_kinds" not in decoded.data

@@ -1,0 +1,84 @@
+"""The projected directory: the latest published version of every unit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import case
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events.envelope import TYPE_PREFIX
+from projections.db import upsert
+from projections.runtime import Positioned
+from projections.schema import directory_units
+
+PUBLISHED = TYPE_PREFIX + "directory.unit_published.v1"
+RETIRED = TYPE_PREFIX + "directory.unit_retired.v1"
+_COLUMNS = (
+    "kind",
+    "name_zh",
+    "name_en",
+    "home_township",
+    "jurisdiction",
+    "publishes",
+    "officers",
+    "retired_at",
+)
+
+
+class DirectoryProjection:
+    name = "directory"
+
+    def handles(self, event_type: str) -> bool:
+        return event_type in (PUBLISHED, RETIRED)
+
+    async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> None:
+        latest: dict[str, dict[str, Any]] = {}
+        for p in sorted(events, key=lambda p: p.event.time):
+            e = p.event
+            row = {
+                "unit_id": e.subject,
+                "changed_at": e.time,
+                "event_id": e.id,
+                **dict.fromkeys(_COLUMNS),
+            }
+            if e.type == PUBLISHED:
+                row.update(
+                    {k: e.data.get(k) for k in ("kind", "name_zh", "name_en", "home_township", "officers")}
+                )
+                row["jurisdiction"] = json.dumps(list(e.data.get("jurisdiction", [])))
+                row["publishes"] = json.dumps(list(e.data.get("publishes", [])))
+            else:
+                previous = latest.get(e.subject, {})
+                row.update({k: previous.get(k) for k in _COLUMNS})
+                row["retired_at"] = e.time
+            latest[e.subject] = row
+        stmt = upsert(conn, directory_units)
+        newer = stmt.excluded.changed_at >= directory_units.c.changed_at
+        keep_if_retired = (
+            "kind",
+            "name_zh",
+            "name_en",
+            "home_township",
+            "jurisdiction",
+            "publishes",
+            "officers",
+        )
+        set_: dict[str, Any] = {
+            # A retirement carries no unit data: keep what the last publication said.
+            name: case(
+                (newer & stmt.excluded.retired_at.is_(None), stmt.excluded[name]),
+                else_=directory_units.c[name],
+            )
+            for name in keep_if_retired
+        }
+        set_.update(
+            retired_at=case((newer, stmt.excluded.retired_at), else_=directory_units.c.retired_at),
+            changed_at=case((newer, stmt.excluded.changed_at), else_=directory_units.c.changed_at),
+            event_id=case((newer, stmt.excluded.event_id), else_=directory_units.c.event_id),
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=["unit_id"], set_=set_), list(latest.values())
+        )
