@@ -1,0 +1,1 @@
+"""Outbound webhooks: signed deliveries of alert payloads to receivers' HTTPS endpoints (docs/webhooks.md)."""

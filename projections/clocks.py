@@ -1,0 +1,287 @@
+"""Clocks (pure): one per (rule, subject, party). Events start, stop, reset and extend them; the
+deadline comes from the rule, the working-day calendar and the unit's override; the warning ladder
+says when to warn, when the deadline passed, and when to escalate.
+
+Every function here takes time as an argument: nothing reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Any, Protocol
+
+from events.clock_rules import ClockRule, ClockRules
+from events.envelope import Envelope
+
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+LEVELS = ("yellow", "red", "escalated")
+_NAMESPACE = uuid.UUID("5d0c2b8e-61f4-4a8b-9b1e-2f7d6c3a9e40")
+
+
+class DeadlineLike(Protocol):
+    @property
+    def date(self) -> date: ...
+
+    @property
+    def provisional(self) -> bool: ...
+
+
+class Calendar(Protocol):
+    @property
+    def version(self) -> str: ...
+
+    def add_working_days(self, start: date, n: int) -> DeadlineLike: ...
+
+    def add_calendar_days(self, start: date, n: int) -> DeadlineLike: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    clock_id: str
+    rule_id: str
+    area: str
+    subject: str
+    party: str
+    responsible: str | None = None
+    township: str | None = None
+    case_id: str | None = None
+    started_at: datetime | None = None
+    start_deadline: date | None = None
+    reset_at: datetime | None = None
+    reset_deadline: date | None = None
+    stopped_at: datetime | None = None
+    extended_to: date | None = None
+    measured_from: date | None = None
+    measured_date: date | None = None
+    acknowledged_at: datetime | None = None
+    fired: frozenset[str] = frozenset()
+    withdrawn: frozenset[str] = frozenset()
+
+    @property
+    def effective_start(self) -> datetime | None:
+        if self.started_at is None:
+            return None
+        return max(self.started_at, self.reset_at) if self.reset_at else self.started_at
+
+    @property
+    def open(self) -> bool:
+        start = self.effective_start
+        return start is not None and (self.stopped_at is None or self.stopped_at < start)
+
+
+def clock_id(rule_id: str, area: str, subject: str, party: str) -> str:
+    return uuid.uuid5(_NAMESPACE, f"{rule_id}|{area}|{subject}|{party}").hex
+
+
+def alert_id(clock: str, level: str, nth: str = "") -> str:
+    """Deterministic: the same clock and level always give the same alert, across retries."""
+    return str(uuid.uuid5(_NAMESPACE, f"alert|{clock}|{level}|{nth}"))
+
+
+def end_of_day(d: date) -> datetime:
+    return datetime.combine(d, time(23, 59, 59), CHINA).astimezone(UTC)
+
+
+def local_date(moment: datetime) -> date:
+    return moment.astimezone(CHINA).date()
+
+
+def _as_date(value: Any) -> date | None:
+    return value if isinstance(value, date) and not isinstance(value, datetime) else None
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def apply(state: ClockState, rule: ClockRule, role: str, event: Envelope) -> ClockState:
+    """One event's effect on one clock. Arrival order does not matter: times merge by min/max."""
+    data = event.data
+    if role == "start":
+        first = state.started_at is None or event.time < state.started_at
+        return replace(
+            state,
+            started_at=event.time if first else state.started_at,
+            start_deadline=_as_date(data.get(rule.deadline_field or "")) if first else state.start_deadline,
+            measured_from=_as_date(data.get(rule.from_field or "")) if first else state.measured_from,
+            measured_date=_as_date(data.get(rule.date_field or "")) if first else state.measured_date,
+        )
+    if role == "stop":
+        return replace(state, stopped_at=_later(state.stopped_at, event.time))
+    if role == "reset":
+        if state.reset_at is not None and event.time <= state.reset_at:
+            return state
+        # A new cycle: the ladder starts again, with alert ids of its own (see `alert_id`).
+        return replace(
+            state,
+            reset_at=event.time,
+            reset_deadline=_as_date(data.get(rule.deadline_field or "")),
+            fired=frozenset(),
+            withdrawn=frozenset(),
+            acknowledged_at=None,
+        )
+    if role == "extend":
+        new = _as_date(data.get(rule.extend_field or ""))
+        if new is not None and (state.extended_to is None or new > state.extended_to):
+            return replace(state, extended_to=new)
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When the clock runs out and when each rung of the ladder is reached."""
+
+    deadline: datetime
+    provisional: bool
+    thresholds: Mapping[str, datetime]
+    violated: bool = False
+
+
+def _add(rule: ClockRule, start: datetime, length: int, calendar: Calendar) -> tuple[datetime, bool]:
+    if rule.unit == "hours":
+        return start + timedelta(hours=length), False
+    if rule.unit == "months":
+        d = local_date(start)
+        month = d.month - 1 + length
+        year, month = d.year + month // 12, month % 12 + 1
+        day = min(d.day, [31, 29 if year % 4 == 0 else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1])
+        return end_of_day(date(year, month, day)), False
+    add = calendar.add_working_days if rule.unit == "working_days" else calendar.add_calendar_days
+    result = add(local_date(start), length)
+    return end_of_day(result.date), result.provisional
+
+
+def schedule(state: ClockState, rule: ClockRule, rules: ClockRules, calendar: Calendar) -> Schedule | None:
+    start = state.effective_start
+    if start is None:
+        return None
+    length = rules.length(rule, state.responsible)
+    if rule.kind == "check":
+        if state.measured_from is None:
+            return None
+        from_start = datetime.combine(state.measured_from, time(0), CHINA).astimezone(UTC)
+        deadline, provisional = _add(rule, from_start, length, calendar)
+        return Schedule(deadline, provisional, {"red": start}, violated=start > deadline)
+    if rule.kind == "notice":
+        if state.measured_date is None:
+            return None
+        deadline, provisional = _add(rule, start, length, calendar)
+        too_short = end_of_day(state.measured_date) < deadline
+        return Schedule(deadline, provisional, {"red": start}, violated=too_short)
+    fixed = state.reset_deadline if state.reset_at else state.start_deadline
+    if fixed is not None:
+        deadline, provisional = end_of_day(fixed), False
+    else:
+        deadline, provisional = _add(rule, start, length, calendar)
+    if state.extended_to is not None:
+        deadline = max(deadline, end_of_day(state.extended_to))
+    if deadline <= start:
+        deadline = start
+    yellow = start + (deadline - start) * rules.ladder.yellow_fraction
+    escalate = calendar.add_working_days(local_date(deadline), rules.ladder.escalate_after_working_days)
+    thresholds = {"yellow": yellow, "red": deadline, "escalated": end_of_day(escalate.date)}
+    return Schedule(deadline, provisional or escalate.provisional, thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: str  # raise | withdraw
+    level: str
+    threshold: datetime
+
+
+def due(
+    state: ClockState,
+    rule: ClockRule,
+    plan: Schedule | None,
+    now: datetime,
+    grace: timedelta,
+    reescalate_after: timedelta,
+) -> list[Action]:
+    """What the scanner must do for this clock now. `grace` allows for projection lag: a loop that
+    closed just before a threshold may not be projected yet, so a threshold fires only once it has
+    passed by more than the grace."""
+    if plan is None or not rule.alerts:
+        return []
+    actions: list[Action] = []
+    if rule.kind in ("check", "notice"):
+        if plan.violated and "red" not in state.fired and now >= plan.thresholds["red"]:
+            actions.append(Action("raise", "red", plan.thresholds["red"]))
+        return actions
+    if state.open:
+        reached = [lv for lv in LEVELS if now >= plan.thresholds[lv] + grace]
+        if reached and reached[-1] not in state.fired:
+            # After an outage, only the highest rung reached is raised; the lower ones are moot.
+            actions.append(Action("raise", reached[-1], plan.thresholds[reached[-1]]))
+        ack = state.acknowledged_at
+        if ack is not None and "re_escalated" not in state.fired and now >= ack + reescalate_after:
+            actions.append(Action("raise", "re_escalated", ack + reescalate_after))
+        return actions
+    stopped = state.stopped_at
+    for level in sorted(state.fired - state.withdrawn):
+        threshold = plan.thresholds.get(level)
+        if stopped is not None and threshold is not None and stopped < threshold:
+            actions.append(Action("withdraw", level, threshold))
+    return actions
+
+
+def next_check(
+    state: ClockState,
+    rule: ClockRule,
+    plan: Schedule | None,
+    grace: timedelta,
+    reescalate_after: timedelta,
+) -> datetime | None:
+    """The earliest moment `due` may return something: what the scanner's index is built on."""
+    if plan is None or not rule.alerts:
+        return None
+    if rule.kind in ("check", "notice"):
+        return plan.thresholds["red"] if plan.violated and "red" not in state.fired else None
+    if state.open:
+        # A rung at or below the highest one fired will never fire: only later rungs count.
+        highest = max((LEVELS.index(lv) for lv in state.fired if lv in LEVELS), default=-1)
+        candidates = [plan.thresholds[lv] + grace for i, lv in enumerate(LEVELS) if i > highest]
+        if state.acknowledged_at is not None and "re_escalated" not in state.fired:
+            candidates.append(state.acknowledged_at + reescalate_after)
+        return min(candidates, default=None)
+    pending = [
+        plan.thresholds[lv]
+        for lv in state.fired - state.withdrawn
+        if lv in plan.thresholds and state.stopped_at is not None and state.stopped_at < plan.thresholds[lv]
+    ]
+    return state.stopped_at if pending else None
+
+
+def parties(rule: ClockRule, event: Envelope) -> list[str]:
+    """The parties a start event opens clocks for ('' when the rule is not per party)."""
+    if rule.per_party is None:
+        return [""]
+    value = event.data.get(rule.per_party)
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def stop_party(rule: ClockRule, event: Envelope) -> str:
+    if rule.per_party is None:
+        return ""
+    named = event.data.get(rule.party_field or "") if rule.party_field else None
+    return named if isinstance(named, str) else event.source
+
+
+def touched(rules: ClockRules, events: Iterable[Envelope]) -> list[tuple[ClockRule, str, Envelope, str]]:
+    """(rule, role, event, party) for every clock an event concerns."""
+    out: list[tuple[ClockRule, str, Envelope, str]] = []
+    for event in events:
+        for rule in rules.for_area(event.area):
+            role = rule.role(event)
+            if role is None:
+                continue
+            if role == "start":
+                out += [(rule, role, event, party) for party in parties(rule, event)]
+            elif role == "stop":
+                out.append((rule, role, event, stop_party(rule, event)))
+            elif rule.per_party is None:
+                out.append((rule, role, event, ""))
+    return out
