@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+from events.clock_rules import ClockRules
 from events.mechanisms import Mechanisms
+from projections.alert_store import AlertProjection
 from projections.anomaly_store import AnomalyProjection
 from projections.case_store import CaseRegistryProjection
+from projections.clock_store import ClockProjection, ClockSettings
+from projections.clocks import Calendar
 from projections.directory_store import DirectoryProjection
 from projections.matter_store import MattersProjection
 from projections.runtime import Projection
 
 
-def hub_projections(mechanisms: Mechanisms) -> list[Projection]:
-    # Anomalies read what the case registry wrote earlier in the same transaction.
+def hub_projections(
+    mechanisms: Mechanisms,
+    clock_rules: ClockRules,
+    calendar: Calendar,
+    clock_settings: ClockSettings,
+    now: object = None,
+    webhook_targets: Mapping[str, Sequence[str]] | None = None,
+) -> list[Projection]:
+    # Anomalies and clocks read what the case registry wrote earlier in the same transaction.
     return [
         CaseRegistryProjection(),
         MattersProjection(mechanisms),
         DirectoryProjection(),
         AnomalyProjection(mechanisms),
+        ClockProjection(clock_rules, calendar, clock_settings, now),
+        AlertProjection(webhook_targets),
     ]

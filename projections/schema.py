@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -150,3 +151,87 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
+
+clocks = Table(
+    "clocks",
+    metadata,
+    Column("clock_id", String(64), primary_key=True),
+    Column("rule_id", String(64), nullable=False),
+    Column("rule_version", Integer, nullable=False),
+    Column("area", String(64), nullable=False),
+    Column("subject", String(128), nullable=False),
+    Column("party", String(128), nullable=False),
+    Column("responsible", String(128), nullable=True),
+    Column("township", String(64), nullable=True),
+    Column("case_id", String(128), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("start_deadline", Date, nullable=True),
+    Column("reset_at", DateTime(timezone=True), nullable=True),
+    Column("reset_deadline", Date, nullable=True),
+    Column("stopped_at", DateTime(timezone=True), nullable=True),
+    Column("extended_to", Date, nullable=True),
+    Column("measured_from", Date, nullable=True),
+    Column("measured_date", Date, nullable=True),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    # Comma-separated ladder levels already raised / withdrawn in the current cycle.
+    Column("fired", Text, nullable=False),
+    Column("withdrawn", Text, nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("provisional", Boolean, nullable=False),
+    Column("calendar_version", String(64), nullable=False),
+    Column("next_check_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_clocks_next_check", clocks.c.next_check_at)
+Index("ix_clocks_subject", clocks.c.area, clocks.c.subject)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("clock_id", String(64), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("rule_name_zh", Text, nullable=False),
+    Column("rule_name_en", Text, nullable=False),
+    Column("citation", Text, nullable=False),
+    Column("level", String(32), nullable=False),
+    Column("about_area", String(64), nullable=False),
+    Column("about_subject", String(128), nullable=False),
+    Column("responsible_unit", String(128), nullable=True),
+    Column("township", String(64), nullable=True),
+    Column("case_id", String(128), nullable=True),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("threshold", DateTime(timezone=True), nullable=False),
+    Column("overdue_seconds", BigInteger, nullable=False),
+    Column("provisional", Boolean, nullable=False),
+    Column("proposed_order", Text, nullable=True),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("withdrawn_at", DateTime(timezone=True), nullable=True),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=True),
+    Column("acknowledged_by", String(128), nullable=True),
+)
+Index("ix_alerts_clock", alerts.c.clock_id)
+
+alert_recipients = Table(
+    "alert_recipients",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("unit_id", String(128), primary_key=True),
+)
+Index("ix_alert_recipients_unit", alert_recipients.c.unit_id)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("delivery_id", String(64), primary_key=True),
+    Column("alert_id", String(64), nullable=False),
+    Column("unit_id", String(128), nullable=False),
+    Column("target", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)

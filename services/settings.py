@@ -32,6 +32,12 @@ class Settings:
     broker_session_timeout_s: float
     log_level: str
     fault_exit_after_batches: int
+    clock_scan_interval_s: float
+    alert_grace_s: int
+    reescalate_after_h: int
+    time_source: str
+    calendar_file: Path | None
+    webhooks_file: Path | None
 
     @property
     def embedded_broker(self) -> bool:
@@ -73,6 +79,12 @@ class Settings:
             broker_session_timeout_s=_int(env, "LIANDONG_BROKER_SESSION_TIMEOUT_S", 10, 6, 300),
             log_level=log_level,
             fault_exit_after_batches=_int(env, "LIANDONG_FAULT_EXIT_AFTER_BATCHES", 0, 0, 1_000_000),
+            clock_scan_interval_s=_int(env, "LIANDONG_CLOCK_SCAN_INTERVAL_MS", 5000, 50, 3_600_000) / 1000,
+            alert_grace_s=_int(env, "LIANDONG_ALERT_GRACE_S", 60, 0, 86_400),
+            reescalate_after_h=_int(env, "LIANDONG_REESCALATE_AFTER_H", 48, 1, 24 * 90),
+            time_source=_time_source(env.get("LIANDONG_TIME_SOURCE", "system")),
+            calendar_file=_path(env, "LIANDONG_CALENDAR_FILE"),
+            webhooks_file=_path(env, "LIANDONG_WEBHOOKS_FILE"),
         )
 
 
@@ -87,3 +99,14 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+def _time_source(value: str) -> str:
+    if value != "system" and not value.startswith("file:"):
+        raise SettingsError("LIANDONG_TIME_SOURCE must be 'system' or 'file:PATH' (tests only)")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw).expanduser().resolve() if raw else None

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events.calendar import WorkingDayCalendar
+from events.clock_rules import ClockRules
 from events.envelope import Envelope
 from events.mechanisms import Mechanisms
 from events.serde import EventCodec
+from projections.clock_store import ClockSettings
 from projections.hub import hub_projections
 from projections.runtime import Projector, SourceRecord
 
 TOPIC = "liandong.case.events"
+CALENDAR = WorkingDayCalendar.load()
+CLOCK_SETTINGS = ClockSettings(grace=timedelta(seconds=60), reescalate_after=timedelta(hours=48))
 
 
 @dataclass
@@ -60,12 +66,13 @@ def projector(
     codec: EventCodec,
     incarnation: SettableIncarnation | None = None,
     dead: ListDeadLetters | None = None,
+    now: Callable[[], datetime] | None = None,
 ) -> Projector:
     return Projector(
         engine,
         "hub",
         codec,
-        hub_projections(Mechanisms.load()),
+        hub_projections(Mechanisms.load(), ClockRules.load(), CALENDAR, CLOCK_SETTINGS, now),
         dead or ListDeadLetters(),
         incarnation or SettableIncarnation(),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -11,21 +10,16 @@ from sqlalchemy import Row, select
 
 from connectors.http_gateway.ingest import FieldProblem
 from projections.case_registry import STAGE_RANKS
-from projections.schema import anomalies, cases, event_history, matters
+from projections.schema import anomalies, cases, clocks, event_history, matters
 from services.api.context import Ctx
 from services.api.problems import problem
+from services.api.render import clock_json
+from services.api.render import iso as _iso
 
 router = APIRouter()
 
 STAGES = tuple(STAGE_RANKS)
 _CASE_COLUMNS = [c for c in cases.c if c.name != "stage_rank"]
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    # SQLite hands datetimes back without their zone; every stored time is UTC.
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def _case_json(row: Row[Any]) -> dict[str, Any]:
@@ -75,6 +69,12 @@ async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
             .order_by(matters.c.opened_at)
         )
         body["matters"] = [{"area": m.area, "id": m.subject_id} for m in linked]
+        case_clocks = await conn.execute(
+            select(clocks)
+            .where(clocks.c.area == "case", clocks.c.subject == case_id)
+            .order_by(clocks.c.deadline)
+        )
+        body["clocks"] = [clock_json(row) for row in case_clocks]
     return JSONResponse(body)
 
 

@@ -16,20 +16,12 @@ from connectors.http_gateway.ingest import (
 )
 from connectors.kafka.publisher import BrokerUnavailable
 from events.catalog import topic_for
+from services.api.auth import authenticate, unauthenticated
 from services.api.context import ApiContext, Ctx
 from services.api.problems import problem
 from services.api.scope import out_of_scope
-from services.keys import unit_for_key
 
 router = APIRouter()
-
-
-async def _authenticate(ctx: ApiContext, authorization: str | None) -> str | None:
-    scheme, _, key = (authorization or "").partition(" ")
-    # RFC 9110: the scheme name is case-insensitive.
-    if scheme.lower() != "bearer" or not key.strip():
-        return None
-    return await unit_for_key(ctx.engine, key.strip())
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -54,17 +46,10 @@ async def ingest(
     authorization: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
 ) -> Response:
-    unit = await _authenticate(ctx, authorization)
+    unit = await authenticate(ctx, authorization)
     if unit is None:
         ctx.metrics.rejected.labels(type="unknown", reason="unauthenticated").inc()
-        return problem(
-            401,
-            "unauthenticated",
-            "A valid API key is required",
-            "需要有效的 API 密钥",
-            [FieldProblem("Authorization", "expected 'Bearer <key>' with a key issued to your unit")],
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return unauthenticated()
     body = await _read_body(request, ctx.limits.max_body_bytes)
     try:
         if body is None:

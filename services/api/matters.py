@@ -11,9 +11,9 @@ from sqlalchemy import Row, and_, or_, select
 
 from connectors.http_gateway.ingest import FieldProblem
 from projections.schema import anomalies, directory_units, event_history, matter_parties, matters
-from services.api.cases import _iso
 from services.api.context import Ctx
 from services.api.problems import problem
+from services.api.render import iso as _iso
 
 router = APIRouter()
 

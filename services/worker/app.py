@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from connectors.kafka.incarnation import BrokerIncarnation
 from connectors.kafka.publisher import KafkaPublisher
 from connectors.kafka.topics import ensure_topics
+from connectors.webhook.sender import RetryPolicy, WebhookSender
 from events.catalog import Catalog, topic_for
 from events.directory import Directory
 from events.mechanisms import Mechanisms
@@ -27,8 +29,12 @@ from services.directory_sync import COMPACTED, sync_directory
 from services.metrics import WorkerMetrics
 from services.registry import make_registry
 from services.settings import Settings
+from services.timesource import time_source
+from services.webhooks import Subscription, load_subscriptions, targets_by_unit
 from services.worker.batches import run_batch
+from services.worker.closed_loop import ClosedLoop, KafkaAlertSink, ScanLoop
 from services.worker.dead_letters import KafkaDeadLetters
+from services.worker.deliveries import DeliveryLoop
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,8 @@ class WorkerPlan:
     topics: tuple[str, ...]
     codec: EventCodec
     incarnation: BrokerIncarnation
+    closed_loop: ClosedLoop
+    subscriptions: Mapping[str, Subscription]
 
 
 async def plan_worker(settings: Settings, bootstrap: str) -> WorkerPlan:
@@ -74,7 +82,9 @@ async def plan_worker(settings: Settings, bootstrap: str) -> WorkerPlan:
     # The group is scoped to the store: a fresh database must read the topics from the start,
     # not from offsets that another store's projections committed.
     group_id = f"{settings.consumer_group}.{store_id[:12]}"
-    return WorkerPlan(bootstrap, group_id, topics, codec, incarnation)
+    closed_loop = ClosedLoop.load(settings)
+    subscriptions = load_subscriptions(settings.webhooks_file, closed_loop.directory)
+    return WorkerPlan(bootstrap, group_id, topics, codec, incarnation, closed_loop, subscriptions)
 
 
 def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry) -> faust.App:
@@ -105,7 +115,17 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             await runtime.run([_record(e.message) for e in events])
 
-    app.agent(topic, name="case-registry-projector")(project)
+    app.agent(topic, name="hub-projector")(project)
+
+    async def scan_clocks() -> None:
+        await runtime.scan()
+
+    app.timer(interval=settings.clock_scan_interval_s, name="clock-scanner")(scan_clocks)
+
+    async def deliver_webhooks() -> None:
+        await runtime.deliver()
+
+    app.timer(interval=settings.clock_scan_interval_s, name="webhook-deliveries")(deliver_webhooks)
 
     async def metrics_page(view: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type=, so the full header goes in headers.
@@ -123,11 +143,40 @@ class _ProjectorRuntime:
         self._plan = plan
         self._metrics = metrics
         self._projector: Projector | None = None
+        self._scan: ScanLoop | None = None
+        self._deliveries: DeliveryLoop | None = None
+        self._now = time_source(settings.time_source)
         self._batches = 0
         self._lock = asyncio.Lock()
 
+    async def scan(self) -> None:
+        if self._scan is None:
+            publisher = KafkaPublisher(self._plan.bootstrap, client_id="liandong-alerts")
+            sink = KafkaAlertSink(publisher, self._plan.codec)
+            self._scan = ScanLoop(
+                self._plan.closed_loop, make_engine(self._settings.database_url), sink, self._now
+            )
+        await self._scan.tick()
+
+    async def deliver(self) -> None:
+        if not self._plan.subscriptions:
+            return
+        if self._deliveries is None:
+            self._deliveries = DeliveryLoop(
+                make_engine(self._settings.database_url),
+                self._plan.subscriptions,
+                WebhookSender(),
+                RetryPolicy(),
+                self._now,
+            )
+        try:
+            await self._deliveries.tick()
+        except Exception as exc:  # the deliveries stay pending; the next tick retries
+            log.error("webhook delivery tick failed: %r", exc, exc_info=exc)
+
     def _build(self) -> Projector:
         mechanisms = Mechanisms.load()
+        loop = self._plan.closed_loop
         dead_letters = KafkaDeadLetters(
             KafkaPublisher(self._plan.bootstrap, client_id="liandong-deadletters"), DEAD_LETTER_TOPIC
         )
@@ -135,7 +184,14 @@ class _ProjectorRuntime:
             engine=make_engine(self._settings.database_url),
             consumer=PROJECTION,
             codec=self._plan.codec,
-            projections=hub_projections(mechanisms),
+            projections=hub_projections(
+                mechanisms,
+                loop.rules,
+                loop.calendar,
+                loop.settings,
+                self._now,
+                targets_by_unit(self._plan.subscriptions),
+            ),
             dead_letters=dead_letters,
             incarnation=self._plan.incarnation,
             after_commit=self._after_commit,

@@ -1,0 +1,122 @@
+"""The alert inbox: alerts, who receives them, and the webhook deliveries they cause.
+
+Alert events are keyed by clock id, so one clock's raise, acknowledgement and withdrawal arrive in
+order on one partition.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events.envelope import TYPE_PREFIX
+from projections.db import upsert
+from projections.runtime import Positioned
+from projections.schema import alert_recipients, alerts, deliveries
+
+RAISED = TYPE_PREFIX + "alert.raised.v1"
+WITHDRAWN = TYPE_PREFIX + "alert.withdrawn.v1"
+ACKNOWLEDGED = TYPE_PREFIX + "alert.acknowledged.v1"
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+class AlertProjection:
+    name = "alerts"
+
+    def __init__(self, webhook_targets: Mapping[str, Sequence[str]] | None = None) -> None:
+        """`webhook_targets`: unit id -> names of the webhook targets that unit subscribed."""
+        self._targets = webhook_targets or {}
+
+    def handles(self, event_type: str) -> bool:
+        return event_type in (RAISED, WITHDRAWN, ACKNOWLEDGED)
+
+    async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> None:
+        ordered = sorted((p.event for p in events), key=lambda e: e.time)
+        raised = [e for e in ordered if e.type == RAISED]
+        if raised:
+            rows = [
+                {
+                    "alert_id": e.data["alert_id"],
+                    "clock_id": e.subject,
+                    "rule_id": e.data["rule_id"],
+                    "rule_name_zh": e.data["rule_name_zh"],
+                    "rule_name_en": e.data["rule_name_en"],
+                    "citation": e.data["citation"],
+                    "level": e.data["level"],
+                    "about_area": e.data["about_area"],
+                    "about_subject": e.data["about_subject"],
+                    "responsible_unit": e.data.get("responsible_unit"),
+                    "township": e.data.get("township"),
+                    "case_id": e.data.get("case_id"),
+                    "deadline": e.data["deadline"],
+                    "threshold": e.data["threshold"],
+                    "overdue_seconds": e.data["overdue_seconds"],
+                    "provisional": e.data["provisional"],
+                    "proposed_order": json.dumps(e.data.get("proposed_order"), default=_json_default)
+                    if e.data.get("proposed_order")
+                    else None,
+                    "raised_at": e.time,
+                }
+                for e in raised
+            ]
+            await conn.execute(upsert(conn, alerts).on_conflict_do_nothing(index_elements=["alert_id"]), rows)
+            recipients = [
+                {"alert_id": e.data["alert_id"], "unit_id": unit}
+                for e in raised
+                for unit in e.data["recipients"]
+            ]
+            if recipients:
+                stmt = upsert(conn, alert_recipients).on_conflict_do_nothing(
+                    index_elements=["alert_id", "unit_id"]
+                )
+                await conn.execute(stmt, recipients)
+            await self._queue_deliveries(conn, raised)
+        for e in ordered:
+            if e.type == WITHDRAWN:
+                await conn.execute(
+                    update(alerts)
+                    .where(alerts.c.alert_id == e.data["alert_id"], alerts.c.withdrawn_at.is_(None))
+                    .values(withdrawn_at=e.time)
+                )
+            elif e.type == ACKNOWLEDGED:
+                await conn.execute(
+                    update(alerts)
+                    .where(alerts.c.alert_id == e.data["alert_id"], alerts.c.acknowledged_at.is_(None))
+                    .values(acknowledged_at=e.time, acknowledged_by=e.data["by_unit"])
+                )
+
+    async def _queue_deliveries(self, conn: AsyncConnection, raised: Sequence[Any]) -> None:
+        now = datetime.now(UTC)
+        rows = [
+            {
+                # Stable per alert, unit and target: receivers deduplicate on it across retries.
+                "delivery_id": uuid.uuid5(uuid.UUID(e.data["alert_id"]), f"{unit}|{target}").hex,
+                "alert_id": e.data["alert_id"],
+                "unit_id": unit,
+                "target": target,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": None,
+                "created_at": now,
+                "delivered_at": None,
+            }
+            for e in raised
+            for unit in e.data["recipients"]
+            for target in self._targets.get(unit, ())
+        ]
+        if rows:
+            await conn.execute(
+                upsert(conn, deliveries).on_conflict_do_nothing(index_elements=["delivery_id"]), rows
+            )

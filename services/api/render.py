@@ -1,0 +1,38 @@
+"""JSON rendering shared by the query routes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    # SQLite hands datetimes back without their zone; every stored time is UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def clock_json(row: Row[Any]) -> dict[str, Any]:
+    m = row._mapping
+    started = iso(m["started_at"])
+    reset, stopped = m["reset_at"], m["stopped_at"]
+    start = max(x for x in (m["started_at"], reset) if x is not None) if m["started_at"] else None
+    return {
+        "clock_id": m["clock_id"],
+        "rule_id": m["rule_id"],
+        "area": m["area"],
+        "subject": m["subject"],
+        "party": m["party"] or None,
+        "responsible": m["responsible"],
+        "township": m["township"],
+        "started_at": started,
+        "deadline": iso(m["deadline"]),
+        # Every view marks a deadline computed over a year without official holiday data.
+        "provisional": m["provisional"],
+        "open": start is not None and (stopped is None or stopped < start),
+        "stopped_at": iso(stopped),
+        "alerts_raised": [x for x in m["fired"].split(",") if x],
+    }

@@ -1,0 +1,128 @@
+"""The webhook delivery loop: claim due deliveries, send each once, record what happened.
+
+A delivery is claimed by moving its next attempt a lease ahead, in its own short transaction, so
+the HTTP call never holds a database lock and a worker that dies mid-call only delays it. Failed
+deliveries stay in the table, visible through the API, until someone retries them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.webhook.sender import Outcome, RetryPolicy, WebhookSender
+from projections.schema import alerts, deliveries
+from services.timesource import Now
+from services.webhooks import Subscription
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=2)
+
+
+class DeliveryLoop:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        subscriptions: Mapping[str, Subscription],
+        sender: WebhookSender,
+        policy: RetryPolicy,
+        now: Now,
+        batch: int = 50,
+    ) -> None:
+        self._engine = engine
+        self._subscriptions = subscriptions
+        self._sender = sender
+        self._policy = policy
+        self._now = now
+        self._batch = batch
+
+    async def tick(self) -> int:
+        now = self._now()
+        claimed = await self._claim(now)
+        for delivery_id, alert_id, target_name, attempts in claimed:
+            await self._attempt(delivery_id, alert_id, target_name, attempts)
+        return len(claimed)
+
+    async def _claim(self, now: datetime) -> list[tuple[str, str, str, int]]:
+        d = deliveries.c
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(d.delivery_id, d.alert_id, d.target, d.attempts)
+                    .where(d.status == "pending", d.next_attempt_at <= now)
+                    .order_by(d.next_attempt_at)
+                    .limit(self._batch)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if rows:
+                await conn.execute(
+                    update(deliveries)
+                    .where(d.delivery_id.in_([r.delivery_id for r in rows]))
+                    .values(next_attempt_at=now + LEASE)
+                )
+        return [(r.delivery_id, r.alert_id, r.target, r.attempts) for r in rows]
+
+    async def _attempt(self, delivery_id: str, alert_id: str, target_name: str, attempts: int) -> None:
+        subscription = self._subscriptions.get(target_name)
+        if subscription is None:
+            await self._record(
+                delivery_id, "failed", attempts, None, f"target {target_name!r} is not configured"
+            )
+            return
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(alerts).where(alerts.c.alert_id == alert_id))).first()
+        if row is None:
+            await self._record(delivery_id, "failed", attempts, None, "alert not found")
+            return
+        body = json.dumps(
+            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row._mapping.items()},
+            ensure_ascii=False,
+            sort_keys=True,
+        ).encode()
+        result = await self._sender.deliver(subscription.target, delivery_id, body)
+        attempts += 1
+        now = self._now()
+        if result.outcome is Outcome.DELIVERED:
+            await self._record(delivery_id, "delivered", attempts, None, None, delivered_at=now)
+            return
+        delay = (
+            None
+            if result.outcome is Outcome.PERMANENT
+            else self._policy.next_delay(attempts, result.retry_after_s)
+        )
+        error = f"{result.reason}: {result.detail}"[:1000]
+        if delay is None:
+            log.warning(
+                "webhook delivery %s to %s failed for good: %s", delivery_id, target_name, result.reason
+            )
+            await self._record(delivery_id, "failed", attempts, None, error)
+        else:
+            await self._record(delivery_id, "pending", attempts, now + timedelta(seconds=delay), error)
+
+    async def _record(
+        self,
+        delivery_id: str,
+        status: str,
+        attempts: int,
+        next_attempt_at: datetime | None,
+        error: str | None,
+        delivered_at: datetime | None = None,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.delivery_id == delivery_id)
+                .values(
+                    status=status,
+                    attempts=attempts,
+                    next_attempt_at=next_attempt_at,
+                    last_error=error,
+                    delivered_at=delivered_at,
+                )
+            )
