@@ -8,6 +8,7 @@ Every function here takes time as an argument: nothing reads the wall clock.
 from __future__ import annotations
 
 import uuid
+from calendar import monthrange
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
@@ -147,8 +148,12 @@ def _add(rule: ClockRule, start: datetime, length: int, calendar: Calendar) -> t
         d = local_date(start)
         month = d.month - 1 + length
         year, month = d.year + month // 12, month % 12 + 1
-        day = min(d.day, [31, 29 if year % 4 == 0 else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1])
-        return end_of_day(date(year, month, day)), False
+        last = date(year, month, min(d.day, monthrange(year, month)[1]))
+        # Like calendar-day periods, a period in months that ends on a day off runs to the next
+        # working day (Civil Code Art. 203, applied to litigation by Administrative Litigation Law
+        # Art. 101): adding one calendar day to the day before gives exactly that.
+        result = calendar.add_calendar_days(last - timedelta(days=1), 1)
+        return end_of_day(result.date), result.provisional
     add = calendar.add_working_days if rule.unit == "working_days" else calendar.add_calendar_days
     result = add(local_date(start), length)
     return end_of_day(result.date), result.provisional

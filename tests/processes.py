@@ -25,6 +25,12 @@ class Workers:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, "a worker must stop cleanly on SIGTERM"
 
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL: no shutdown code runs, nothing is flushed or committed."""
+        self.stopped.add(process.pid)
+        process.kill()
+        process.wait(30)
+
     def assert_running(self) -> None:
         for process in self.started:
             code = process.poll()
