@@ -258,6 +258,12 @@ async def run_config(
                     await asyncio.sleep(rng.uniform(0, interval_ms / 1000))  # a random phase of the timer
                     result = await measure_round(conn, now_file, moment, ids)
                     worker.check_alive()
+                    print(
+                        f"    round {k}{' (warm-up)' if not k else ''}: scan committed "
+                        f"{result.scanned_s * 1000:.0f} ms, alerts {result.first_s * 1000:.0f} / "
+                        f"{result.median_s * 1000:.0f} / {result.last_s * 1000:.0f} ms",
+                        file=sys.stderr,
+                    )
                     if k:
                         config.rounds.append(result)
                 total = await conn.fetchval("SELECT count(*) FROM alerts")

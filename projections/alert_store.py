@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -97,7 +97,8 @@ class AlertProjection:
                 )
 
     async def _queue_deliveries(self, conn: AsyncConnection, raised: Sequence[Any]) -> None:
-        now = datetime.now(UTC)
+        # Due from the moment the alert was raised: deterministic, and never in a future the
+        # delivery loop's clock has not reached.
         rows = [
             {
                 # Stable per alert, unit and target: receivers deduplicate on it across retries.
@@ -107,9 +108,9 @@ class AlertProjection:
                 "target": target,
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                "next_attempt_at": e.time,
                 "last_error": None,
-                "created_at": now,
+                "created_at": e.time,
                 "delivered_at": None,
             }
             for e in raised

@@ -11,6 +11,7 @@ from events.catalog import Catalog
 from events.registry import LocalSchemaRegistry
 from events.serde import EventCodec
 from projections.db import make_engine
+from tests.webhook_receiver import receiver
 
 
 @pytest.fixture
@@ -25,3 +26,6 @@ async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
     engine = make_engine(store_url)
     yield engine
     await engine.dispose()
+
+
+__all__ = ["codec", "engine", "receiver"]
