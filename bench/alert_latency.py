@@ -12,8 +12,12 @@ round moves the time file just past the next cohort's threshold, notes the wall 
 PostgreSQL every 20 ms until all 100 alerts are in `alerts`. Visibility there is the full loop:
 scan → publish (acks=all) → the worker's consumer → alert projection commit.
 
-Before each round the benchmark sleeps a random part of the scan interval, so that the moment the
-threshold passes falls at a random point of the scanner's timer, as it does in production.
+Before each round the benchmark sleeps a fraction of the scan interval, a different one per round
+spread evenly over (0, 1), so that the moment the threshold passes falls at every point of the
+scanner's timer, as it does in production, and every configuration sees the same spread.
+
+Each configuration runs `--repeats` times (fresh broker, database and worker each time) with
+`--rounds` measured rounds after one warm-up round; the rounds are pooled.
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -71,10 +74,14 @@ class Config:
     interval_ms: int
     open_clocks: int
     rounds: list[Round] = field(default_factory=list)
-    startup_s: float = 0.0
+    startups_s: list[float] = field(default_factory=list)
 
     def median(self, what: str) -> float:
         return float(statistics.median(getattr(r, what) for r in self.rounds)) * 1000
+
+    def inbox_after_commit(self) -> float:
+        """Median ms from the scan's commit to the last alert in the inbox: the consumer side."""
+        return float(statistics.median(r.last_s - r.scanned_s for r in self.rounds)) * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +223,11 @@ async def measure_round(conn: asyncpg.Connection, now_file: Path, moment: dateti
 
 
 async def run_config(
-    factory: ClockFactory, interval_ms: int, open_clocks: int, rounds: int, rng: random.Random
-) -> Config:
-    config = Config(interval_ms, open_clocks)
-    plan = plan_clocks(factory, open_clocks, rounds + 1)  # one warm-up round
+    factory: ClockFactory, config: Config, phases: Sequence[float], extra_env: dict[str, str]
+) -> None:
+    """Start everything afresh, then one warm-up round and one measured round per phase."""
+    interval_ms, open_clocks = config.interval_ms, config.open_clocks
+    plan = plan_clocks(factory, open_clocks, len(phases) + 1)
     broker = EmbeddedBroker()
     url = await create_pg_database()
     worker: Worker | None = None
@@ -247,15 +255,17 @@ async def run_config(
                         "LIANDONG_CLOCK_SCAN_INTERVAL_MS": str(interval_ms),
                         "LIANDONG_ALERT_GRACE_S": "0",
                         "LIANDONG_BROKER_SESSION_TIMEOUT_S": "10",
+                        **extra_env,
                     },
                     tmp / "worker.log",
                 )
                 started = time.monotonic()
                 worker.start()
                 await worker.ready(READY_TIMEOUT_S)
-                config.startup_s = time.monotonic() - started
+                config.startups_s.append(time.monotonic() - started)
+                waits = [0.0, *phases]
                 for k, (moment, ids) in enumerate(zip(plan.moments, plan.cohorts, strict=True)):
-                    await asyncio.sleep(rng.uniform(0, interval_ms / 1000))  # a random phase of the timer
+                    await asyncio.sleep(waits[k] * interval_ms / 1000)  # where in the timer's period
                     result = await measure_round(conn, now_file, moment, ids)
                     worker.check_alive()
                     print(
@@ -278,14 +288,15 @@ async def run_config(
                 worker.stop()
             broker.stop()
             await drop_pg_database(url)
-    return config
 
 
 def report(configs: list[Config], header: str) -> str:
-    baselines = {c.interval_ms: c for c in configs if c.open_clocks == min(x.open_clocks for x in configs)}
+    smallest = min(c.open_clocks for c in configs)
+    baselines = {c.interval_ms: c for c in configs if c.open_clocks == smallest}
     rows: list[Sequence[object]] = []
     for c in configs:
         base = baselines[c.interval_ms]
+        ratios = " / ".join(f"{c.median(w) / base.median(w):.2f}" for w in ("first_s", "median_s", "last_s"))
         rows.append(
             (
                 c.interval_ms,
@@ -296,9 +307,8 @@ def report(configs: list[Config], header: str) -> str:
                 f"{c.median('median_s'):.0f}",
                 f"{c.median('last_s'):.0f}",
                 f"{max(r.last_s for r in c.rounds) * 1000:.0f}",
-                f"{c.median('first_s') / base.median('first_s'):.2f}",
-                f"{c.median('median_s') / base.median('median_s'):.2f}",
-                f"{c.median('last_s') / base.median('last_s'):.2f}",
+                ratios,
+                f"{c.inbox_after_commit():.0f}",
             )
         )
     headers = [
@@ -310,29 +320,25 @@ def report(configs: list[Config], header: str) -> str:
         "median alert ms",
         "last alert ms",
         "worst last ms",
-        "first × base",
-        "median × base",
-        "last × base",
+        "× base (first / median / last)",
+        "commit → inbox ms",
     ]
     out = [header, "", table(headers, rows), ""]
     out.append(
-        "Each figure is the median over the rounds of the wall time from writing the time file to the "
-        f"poll (every {POLL_S * 1000:.0f} ms) that first saw it; 'scan committed' is when all "
-        f"{COHORT} clock rows show the alert as fired. Baseline ('× base'): "
-        f"{min(c.open_clocks for c in configs):,} open clocks at the same scan interval, in this run."
+        "Figures are medians over the rounds of the wall time from writing the time file to the poll "
+        f"(every {POLL_S * 1000:.0f} ms) that first saw the event. 'scan committed': all {COHORT} clock "
+        "rows show the alert fired (the scanner commits after the broker acknowledged the alerts). "
+        "'commit → inbox': last alert minus scan committed, per round (broker fetch, the worker's "
+        f"batching window, the projection's commit). Baseline ('× base'): {smallest:,} open clocks at "
+        "the same scan interval, in this run."
     )
     out.append("")
-    out.append(
-        "Worker start to ready (s): "
-        + ", ".join(f"{c.interval_ms} ms / {c.open_clocks:,}: {c.startup_s:.1f}" for c in configs)
+    started = ", ".join(
+        f"{c.interval_ms} ms / {c.open_clocks:,}: " + " and ".join(f"{s:.1f}" for s in c.startups_s)
+        for c in configs
     )
+    out.append(f"Worker start to ready (s): {started}")
     return "\n".join(out)
-
-
-def _configs(intervals: Sequence[int], sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
-    for interval in intervals:
-        for size in sorted(sizes):
-            yield interval, size
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
@@ -345,32 +351,42 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--intervals", type=int, nargs="+", default=list(INTERVALS_MS), help="scan interval ms"
     )
-    parser.add_argument("--rounds", type=int, default=9, help="measured rounds per configuration")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the random timer phases")
+    parser.add_argument("--rounds", type=int, default=9, help="measured rounds per worker run")
+    parser.add_argument("--repeats", type=int, default=2, help="worker runs per configuration")
+    parser.add_argument(
+        "--batch-within-ms",
+        type=int,
+        default=None,
+        help="LIANDONG_BATCH_WITHIN_MS for the worker (default: the hub's)",
+    )
     args = parser.parse_args(argv)
-    if args.rounds < 5:
-        parser.error("--rounds must be at least 5")
+    if args.rounds * args.repeats < 5:
+        parser.error("measure at least 5 rounds per configuration")
+    if (args.rounds + 1) * COHORT > min(args.sizes):
+        parser.error(f"{args.rounds} rounds and a warm-up need {(args.rounds + 1) * COHORT:,} clocks")
     factory = ClockFactory.load(grace=timedelta(0))  # the worker runs with LIANDONG_ALERT_GRACE_S=0
-    rng = random.Random(args.seed)
     conn = await asyncpg.connect(PG_DSN)
     try:
-        pg_version = str(await conn.fetchval("SHOW server_version"))
+        host = machine(str(await conn.fetchval("SHOW server_version")))
     finally:
         await conn.close()
+    extra = {} if args.batch_within_ms is None else {"LIANDONG_BATCH_WITHIN_MS": str(args.batch_within_ms)}
+    total = args.rounds * args.repeats
+    configs = {(i, n): Config(i, n) for i in args.intervals for n in sorted(args.sizes)}
     started = time.monotonic()
-    configs: list[Config] = []
-    for interval, size in _configs(args.intervals, args.sizes):
-        config = await run_config(factory, interval, size, args.rounds, rng)
-        configs.append(config)
-        print(
-            f"  {interval} ms, {size:,} open: last alert {config.median('last_s'):.0f} ms",
-            file=sys.stderr,
-        )
+    for r in range(args.repeats):  # configurations interleaved, so that drift touches all alike
+        for (interval, size), config in configs.items():
+            phases = [(j * args.repeats + r + 0.5) / total for j in range(args.rounds)]
+            print(f"  {interval} ms, {size:,} open clocks, run {r + 1}", file=sys.stderr)
+            await run_config(factory, config, phases, extra)
+    window = "the hub's default" if args.batch_within_ms is None else f"{args.batch_within_ms} ms"
     header = (
-        f"## Alert latency, threshold to inbox\n\nMachine: {machine(pg_version)}. {COHORT} alerts per "
-        f"round, one warm-up round per configuration. Run took {time.monotonic() - started:.0f} s."
+        f"## Alert latency, threshold to inbox\n\nMachine: {host}. {COHORT} alerts per round; "
+        f"{args.repeats} worker runs × {args.rounds} rounds (after a warm-up round) per configuration; "
+        f"worker batching window (LIANDONG_BATCH_WITHIN_MS): {window}. "
+        f"Run took {time.monotonic() - started:.0f} s."
     )
-    print(report(configs, header))
+    print(report(list(configs.values()), header))
 
 
 if __name__ == "__main__":

@@ -383,7 +383,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     vacuum = not args.no_vacuum
     conn = await asyncpg.connect(PG_DSN)
     try:
-        pg_version = str(await conn.fetchval("SHOW server_version"))
+        host = machine(str(await conn.fetchval("SHOW server_version")))
     finally:
         await conn.close()
     started = time.monotonic()
@@ -392,7 +392,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     print("open clocks series", file=sys.stderr)
     open_points, note, plans = await open_clocks_series(factory, args.sizes, args.repeats, vacuum, deadline)
     header = (
-        f"## Clock scan cost\n\nMachine: {machine(pg_version)}. Median of {args.repeats} scans after one "
+        f"## Clock scan cost\n\nMachine: {host}. Median of {args.repeats} scans after one "
         f"warm-up; {'VACUUM' if vacuum else 'no VACUUM'} between scans. Run took "
         f"{time.monotonic() - started:.0f} s."
     )
