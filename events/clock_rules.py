@@ -39,6 +39,8 @@ class ClockRule:
     stop: tuple[Trigger, ...]
     reset: tuple[Trigger, ...]
     extend: tuple[Trigger, ...]
+    pause: tuple[Trigger, ...]
+    resume: tuple[Trigger, ...]
     length: int
     unit: str
     citation: str
@@ -56,7 +58,7 @@ class ClockRule:
         return self.kind != "window"
 
     def role(self, event: Envelope) -> str | None:
-        """What `event` does to this rule's clocks: start, stop, reset, extend, or nothing."""
+        """What `event` does to this rule's clocks: start, stop, reset, extend, pause, resume, or nothing."""
         if event.area != self.area:
             return None
         for role, triggers in (
@@ -64,6 +66,8 @@ class ClockRule:
             ("stop", self.stop),
             ("reset", self.reset),
             ("extend", self.extend),
+            ("pause", self.pause),
+            ("resume", self.resume),
         ):
             if any(t.matches(event) for t in triggers):
                 return role
@@ -140,6 +144,8 @@ def _rule(raw: Mapping[str, Any]) -> ClockRule:
         stop=_triggers(raw.get("stop")),
         reset=_triggers(raw.get("reset")),
         extend=_triggers(raw.get("extend")),
+        pause=_triggers(raw.get("pause")),
+        resume=_triggers(raw.get("resume")),
         length=int(raw["length"]),
         unit=raw["unit"],
         citation=raw["citation"],

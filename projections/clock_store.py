@@ -33,6 +33,8 @@ _STATE_COLUMNS = (
     "reset_deadline",
     "stopped_at",
     "extended_to",
+    "paused_at",
+    "resumed_at",
     "measured_from",
     "measured_date",
     "acknowledged_at",
@@ -47,7 +49,7 @@ def _utc(value: datetime | None) -> datetime | None:
 def state_from_row(row: Row[Any] | Mapping[str, Any]) -> engine.ClockState:
     m = row._mapping if isinstance(row, Row) else row
     values = {name: m[name] for name in _STATE_COLUMNS}
-    for name in ("started_at", "reset_at", "stopped_at", "acknowledged_at"):
+    for name in ("started_at", "reset_at", "stopped_at", "acknowledged_at", "paused_at", "resumed_at"):
         values[name] = _utc(values[name])
     return engine.ClockState(
         clock_id=m["clock_id"],

@@ -55,6 +55,8 @@ class ClockState:
     reset_deadline: date | None = None
     stopped_at: datetime | None = None
     extended_to: date | None = None
+    paused_at: datetime | None = None
+    resumed_at: datetime | None = None
     measured_from: date | None = None
     measured_date: date | None = None
     acknowledged_at: datetime | None = None
@@ -66,6 +68,21 @@ class ClockState:
         if self.started_at is None:
             return None
         return max(self.started_at, self.reset_at) if self.reset_at else self.started_at
+
+    @property
+    def paused(self) -> bool:
+        start = self.effective_start
+        if self.paused_at is None or start is None or self.paused_at < start:
+            return False
+        return self.resumed_at is None or self.resumed_at < self.paused_at
+
+    @property
+    def paused_for(self) -> timedelta:
+        """The finished pause in this cycle, which the deadline is moved back by."""
+        start = self.effective_start
+        if self.paused_at is None or self.resumed_at is None or start is None or self.paused_at < start:
+            return timedelta(0)
+        return max(timedelta(0), self.resumed_at - self.paused_at)
 
     @property
     def open(self) -> bool:
@@ -99,7 +116,10 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def apply(state: ClockState, rule: ClockRule, role: str, event: Envelope) -> ClockState:
-    """One event's effect on one clock. Arrival order does not matter: times merge by min/max."""
+    """One event's effect on one clock. Arrival order does not matter: times merge by min/max.
+
+    A pause is one interval: from the latest pause to the resume after it.
+    """
     data = event.data
     if role == "start":
         first = state.started_at is None or event.time < state.started_at
@@ -124,6 +144,10 @@ def apply(state: ClockState, rule: ClockRule, role: str, event: Envelope) -> Clo
             withdrawn=frozenset(),
             acknowledged_at=None,
         )
+    if role == "pause":
+        return replace(state, paused_at=_later(state.paused_at, event.time))
+    if role == "resume":
+        return replace(state, resumed_at=_later(state.resumed_at, event.time))
     if role == "extend":
         new = _as_date(data.get(rule.extend_field or ""))
         if new is not None and (state.extended_to is None or new > state.extended_to):
@@ -181,6 +205,7 @@ def schedule(state: ClockState, rule: ClockRule, rules: ClockRules, calendar: Ca
         deadline, provisional = end_of_day(fixed), False
     else:
         deadline, provisional = _add(rule, start, length, calendar)
+    deadline += state.paused_for
     if state.extended_to is not None:
         deadline = max(deadline, end_of_day(state.extended_to))
     if deadline <= start:
@@ -216,6 +241,8 @@ def due(
         if plan.violated and "red" not in state.fired and now >= plan.thresholds["red"]:
             actions.append(Action("raise", "red", plan.thresholds["red"]))
         return actions
+    if state.open and state.paused:
+        return actions
     if state.open:
         reached = [lv for lv in LEVELS if now >= plan.thresholds[lv] + grace]
         if reached and reached[-1] not in state.fired:
@@ -245,6 +272,8 @@ def next_check(
         return None
     if rule.kind in ("check", "notice"):
         return plan.thresholds["red"] if plan.violated and "red" not in state.fired else None
+    if state.open and state.paused:
+        return None  # a resume event will recompute the schedule
     if state.open:
         # A rung at or below the highest one fired will never fire: only later rungs count.
         highest = max((LEVELS.index(lv) for lv in state.fired if lv in LEVELS), default=-1)
@@ -287,6 +316,6 @@ def touched(rules: ClockRules, events: Iterable[Envelope]) -> list[tuple[ClockRu
                 out += [(rule, role, event, party) for party in parties(rule, event)]
             elif role == "stop":
                 out.append((rule, role, event, stop_party(rule, event)))
-            elif rule.per_party is None:
+            elif rule.per_party is None:  # reset, extend, pause and resume concern the whole matter
                 out.append((rule, role, event, ""))
     return out

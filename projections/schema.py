@@ -170,6 +170,8 @@ clocks = Table(
     Column("reset_deadline", Date, nullable=True),
     Column("stopped_at", DateTime(timezone=True), nullable=True),
     Column("extended_to", Date, nullable=True),
+    Column("paused_at", DateTime(timezone=True), nullable=True),
+    Column("resumed_at", DateTime(timezone=True), nullable=True),
     Column("measured_from", Date, nullable=True),
     Column("measured_date", Date, nullable=True),
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),

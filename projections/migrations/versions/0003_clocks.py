@@ -34,6 +34,8 @@ def upgrade() -> None:
         sa.Column("reset_deadline", sa.Date),
         sa.Column("stopped_at", TZ),
         sa.Column("extended_to", sa.Date),
+        sa.Column("paused_at", TZ),
+        sa.Column("resumed_at", TZ),
         sa.Column("measured_from", sa.Date),
         sa.Column("measured_date", sa.Date),
         sa.Column("acknowledged_at", TZ),
