@@ -16,16 +16,8 @@ from projections.schema import directory_units
 
 PUBLISHED = TYPE_PREFIX + "directory.unit_published.v1"
 RETIRED = TYPE_PREFIX + "directory.unit_retired.v1"
-_COLUMNS = (
-    "kind",
-    "name_zh",
-    "name_en",
-    "home_township",
-    "jurisdiction",
-    "publishes",
-    "officers",
-    "retired_at",
-)
+_UNIT_DATA = ("kind", "name_zh", "name_en", "home_township", "jurisdiction", "publishes", "officers")
+_COLUMNS = (*_UNIT_DATA, "retired_at")
 
 
 class DirectoryProjection:
@@ -57,22 +49,13 @@ class DirectoryProjection:
             latest[e.subject] = row
         stmt = upsert(conn, directory_units)
         newer = stmt.excluded.changed_at >= directory_units.c.changed_at
-        keep_if_retired = (
-            "kind",
-            "name_zh",
-            "name_en",
-            "home_township",
-            "jurisdiction",
-            "publishes",
-            "officers",
-        )
         set_: dict[str, Any] = {
             # A retirement carries no unit data: keep what the last publication said.
             name: case(
                 (newer & stmt.excluded.retired_at.is_(None), stmt.excluded[name]),
                 else_=directory_units.c[name],
             )
-            for name in keep_if_retired
+            for name in _UNIT_DATA
         }
         set_.update(
             retired_at=case((newer, stmt.excluded.retired_at), else_=directory_units.c.retired_at),

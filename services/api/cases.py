@@ -10,10 +10,10 @@ from sqlalchemy import Row, select
 
 from connectors.http_gateway.ingest import FieldProblem
 from projections.case_registry import STAGE_RANKS
-from projections.schema import anomalies, cases, clocks, event_history, matters
+from projections.schema import anomalies, cases, clocks, matters
 from services.api.context import Ctx
-from services.api.problems import problem
-from services.api.render import clock_json
+from services.api.problems import problem, unknown_township
+from services.api.render import clock_json, timeline
 from services.api.render import iso as _iso
 
 router = APIRouter()
@@ -35,17 +35,8 @@ async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
         row = (await conn.execute(select(*_CASE_COLUMNS).where(cases.c.case_id == case_id))).first()
         if row is None:
             return problem(404, "not_found", f"No case {case_id}", f"未找到案件 {case_id}")
-        h = event_history.c
-        history = await conn.execute(
-            select(h.event_id, h.type, h.source, h.occurred_at)
-            .where(h.area == "case", h.subject == case_id)
-            .order_by(h.occurred_at, h.event_id)
-        )
         body = _case_json(row)
-        body["events"] = [
-            {"id": e.event_id, "type": e.type, "source": e.source, "time": _iso(e.occurred_at)}
-            for e in history
-        ]
+        body["events"] = await timeline(conn, "case", case_id)
         a = anomalies.c
         flagged = await conn.execute(
             select(a.anomaly_id, a.kind, a.category, a.event_id, a.detail, a.resolved_at)
@@ -87,13 +78,7 @@ async def list_cases(
     after: Annotated[str | None, Query(description="Return cases after this case id")] = None,
 ) -> JSONResponse:
     if township is not None and township not in ctx.directory.townships:
-        return problem(
-            400,
-            "invalid_query",
-            "Unknown township",
-            "未知镇街",
-            [FieldProblem("township", f"'{township}' is not a township code")],
-        )
+        return unknown_township(township)
     if stage is not None and stage not in STAGES:
         return problem(
             400,

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import Row, and_, or_, select
 
-from connectors.http_gateway.ingest import FieldProblem
-from projections.schema import anomalies, directory_units, event_history, matter_parties, matters
+from projections.schema import anomalies, directory_units, matter_parties, matters
 from services.api.context import Ctx
-from services.api.problems import problem
+from services.api.problems import problem, unknown_township
 from services.api.render import iso as _iso
+from services.api.render import timeline
 
 router = APIRouter()
 
@@ -41,16 +41,7 @@ async def get_matter(area: str, subject_id: str, ctx: Ctx) -> JSONResponse:
             .order_by(matter_parties.c.unit_id)
         )
         body["parties"] = list(parties.scalars())
-        h = event_history.c
-        history = await conn.execute(
-            select(h.event_id, h.type, h.source, h.occurred_at)
-            .where(h.area == area, h.subject == subject_id)
-            .order_by(h.occurred_at, h.event_id)
-        )
-        body["events"] = [
-            {"id": e.event_id, "type": e.type, "source": e.source, "time": _iso(e.occurred_at)}
-            for e in history
-        ]
+        body["events"] = await timeline(conn, area, subject_id)
     return JSONResponse(body)
 
 
@@ -65,13 +56,7 @@ async def list_matters(
     after: Annotated[str | None, Query(description="Return matters after this subject id")] = None,
 ) -> JSONResponse:
     if township is not None and township not in ctx.directory.townships:
-        return problem(
-            400,
-            "invalid_query",
-            "Unknown township",
-            "未知镇街",
-            [FieldProblem("township", f"'{township}' is unknown")],
-        )
+        return unknown_township(township)
     m = matters.c
     query = select(matters).order_by(m.subject_id, m.area).limit(limit + 1)
     if area is not None:

@@ -32,3 +32,13 @@ def problem(
         )
         body["errors"] = [e.as_json() for e in errors]
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def unknown_township(code: str) -> JSONResponse:
+    return problem(
+        400,
+        "invalid_query",
+        "Unknown township",
+        "未知镇街",
+        [FieldProblem("township", f"'{code}' is not a township code")],
+    )

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from projections.schema import event_history
 
 
 def iso(value: datetime | None) -> str | None:
@@ -36,3 +39,14 @@ def clock_json(row: Row[Any]) -> dict[str, Any]:
         "stopped_at": iso(stopped),
         "alerts_raised": [x for x in m["fired"].split(",") if x],
     }
+
+
+async def timeline(conn: AsyncConnection, area: str, subject: str) -> list[dict[str, Any]]:
+    """A subject's events in the order they occurred: its full-process record (全过程记录)."""
+    h = event_history.c
+    rows = await conn.execute(
+        select(h.event_id, h.type, h.source, h.occurred_at)
+        .where(h.area == area, h.subject == subject)
+        .order_by(h.occurred_at, h.event_id)
+    )
+    return [{"id": e.event_id, "type": e.type, "source": e.source, "time": iso(e.occurred_at)} for e in rows]
