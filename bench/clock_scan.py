@@ -7,7 +7,9 @@ clocks grow while open clocks stay fixed.
 Each series runs on a fresh PostgreSQL database (`tests.support.create_pg_database`), migrated with
 Alembic and dropped at the end. Rows are built by `state_row` for rule `transfer.acceptance`, exactly
 as the clock projection writes them, and loaded with asyncpg COPY. Alerts go to an in-memory sink that
-only counts, so the figures are the database and Python cost of a scan, without the broker.
+only counts, so the figures are the database and Python cost of a scan, without the broker. Each scan
+is also split into its two phases (provisional-deadline recompute, due-clock batches), and the
+scanner's two statements are shown with EXPLAIN ANALYZE at the largest size.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ SIZES = (1_000, 10_000, 100_000, 1_000_000)
 DUE_FIXED = 100
 DUE_COUNTS = (10, 100, 1_000, 10_000)
 OPEN_FIXED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    repeats: int
+    vacuum: bool
 
 
 class CountingSink:
@@ -128,7 +136,8 @@ def due_rows(factory: ClockFactory, count: int, due: DueClocks) -> Iterator[dict
     for n, subject in enumerate(subjects("due", 0, count)):
         state = factory.state(subject, DUE_STARTED - timedelta(seconds=n))
         plan = engine.schedule(state, factory.rule, factory.rules, factory.calendar)
-        actions = engine.due(state, factory.rule, plan, NOW, factory.settings.grace, timedelta(hours=48))
+        settings = factory.settings
+        actions = engine.due(state, factory.rule, plan, NOW, settings.grace, settings.reescalate_after)
         if [(a.kind, a.level) for a in actions] != [("raise", "escalated")]:
             raise AssertionError(f"due clock {subject} would do {actions}, not raise 'escalated'")
         parked = factory.fired_row(state, "escalated", NOW)
@@ -194,11 +203,11 @@ async def explain(conn: asyncpg.Connection, queries: dict[str, str]) -> dict[str
     return plans
 
 
-async def measure(db: Database, due: DueClocks, count: int, repeats: int, vacuum: bool) -> list[Timing]:
+async def measure(db: Database, due: DueClocks, count: int) -> list[Timing]:
     """One warm-up scan, then `repeats` timed scans, each after making the same `count` clocks due."""
     timings: list[Timing] = []
-    for i in range(repeats + 1):
-        await make_due(db.conn, due, count, vacuum)
+    for i in range(db.opts.repeats + 1):
+        await make_due(db.conn, due, count, db.opts.vacuum)
         before = db.sink.published
         db.phases.reset()
         started = time.perf_counter()
@@ -214,8 +223,9 @@ async def measure(db: Database, due: DueClocks, count: int, repeats: int, vacuum
 class Database:
     """A fresh, migrated database with a scanner on it."""
 
-    def __init__(self, factory: ClockFactory) -> None:
+    def __init__(self, factory: ClockFactory, opts: Options) -> None:
         self.factory = factory
+        self.opts = opts
         self.url = ""
         self.sink = CountingSink()
 
@@ -242,11 +252,11 @@ class Database:
 
 
 async def open_clocks_series(
-    factory: ClockFactory, sizes: Sequence[int], repeats: int, vacuum: bool, deadline: float
+    factory: ClockFactory, sizes: Sequence[int], opts: Options, deadline: float
 ) -> tuple[list[Point], str, dict[str, str]]:
     points: list[Point] = []
     note = ""
-    async with Database(factory) as db:
+    async with Database(factory, opts) as db:
         due = DueClocks()
         loaded = 0
         load_rate = 0.0  # seconds per row, from what was loaded so far
@@ -260,26 +270,28 @@ async def open_clocks_series(
             load_s = await db.load(rows if loaded else _chain(due_rows(factory, DUE_FIXED, due), rows))
             load_rate = load_s / (add + (0 if loaded else DUE_FIXED))
             loaded = size
-            point = Point(size, DUE_FIXED, await measure(db, due, DUE_FIXED, repeats, vacuum), load_s)
+            point = Point(size, DUE_FIXED, await measure(db, due, DUE_FIXED), load_s)
             points.append(point)
             print(f"  {size:>9,} open: {point.median():8.1f} ms (load {load_s:.1f} s)", file=sys.stderr)
-        await make_due(db.conn, due, DUE_FIXED, vacuum)
+        await make_due(db.conn, due, DUE_FIXED, opts.vacuum)
         plans = await explain(db.conn, scanner_queries(factory.calendar.version))
     return points, note, plans
 
 
 async def due_clocks_series(
-    factory: ClockFactory, counts: Sequence[int], open_clocks: int, repeats: int, vacuum: bool
+    factory: ClockFactory, counts: Sequence[int], open_clocks: int, opts: Options
 ) -> list[Point]:
     points: list[Point] = []
-    async with Database(factory) as db:
+    if not counts:
+        return points
+    async with Database(factory, opts) as db:
         due = DueClocks()
         most = max(counts)
         load_s = await db.load(
             _chain(due_rows(factory, most, due), open_rows(factory, 0, open_clocks - most))
         )
         for count in counts:
-            point = Point(open_clocks, count, await measure(db, due, count, repeats, vacuum), load_s)
+            point = Point(open_clocks, count, await measure(db, due, count), load_s)
             points.append(point)
             print(f"  {count:>9,} due: {point.median():8.1f} ms", file=sys.stderr)
     return points
@@ -370,9 +382,11 @@ async def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="open clocks per step")
-    parser.add_argument("--due", type=int, nargs="+", default=list(DUE_COUNTS), help="due clocks per step")
+    parser.add_argument(
+        "--due", type=int, nargs="*", default=list(DUE_COUNTS), help="due clocks per step (none: skip)"
+    )
     parser.add_argument("--open-fixed", type=int, default=OPEN_FIXED, help="open clocks in the due series")
-    parser.add_argument("--repeats", type=int, default=7, help="timed scans per point (median reported)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed scans per point (median reported)")
     parser.add_argument("--budget-s", type=float, default=420, help="stop growing before this is overrun")
     parser.add_argument("--no-vacuum", action="store_true", help="do not VACUUM between scans")
     args = parser.parse_args(argv)
@@ -380,7 +394,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--repeats must be at least 5")
     deadline = time.monotonic() + args.budget_s
     factory = ClockFactory.load()
-    vacuum = not args.no_vacuum
+    opts = Options(args.repeats, not args.no_vacuum)
     conn = await asyncpg.connect(PG_DSN)
     try:
         host = machine(str(await conn.fetchval("SHOW server_version")))
@@ -388,12 +402,12 @@ async def main(argv: Sequence[str] | None = None) -> None:
         await conn.close()
     started = time.monotonic()
     print("due clocks series", file=sys.stderr)
-    due_points = await due_clocks_series(factory, args.due, args.open_fixed, args.repeats, vacuum)
+    due_points = await due_clocks_series(factory, args.due, args.open_fixed, opts)
     print("open clocks series", file=sys.stderr)
-    open_points, note, plans = await open_clocks_series(factory, args.sizes, args.repeats, vacuum, deadline)
+    open_points, note, plans = await open_clocks_series(factory, args.sizes, opts, deadline)
     header = (
         f"## Clock scan cost\n\nMachine: {host}. Median of {args.repeats} scans after one "
-        f"warm-up; {'VACUUM' if vacuum else 'no VACUUM'} between scans. Run took "
+        f"warm-up; {'VACUUM' if opts.vacuum else 'no VACUUM'} between scans. Run took "
         f"{time.monotonic() - started:.0f} s."
     )
     print(report(open_points, note, due_points, plans, header))

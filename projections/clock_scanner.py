@@ -61,11 +61,16 @@ class ClockScanner:
         self._settings = settings
         self._sink = sink
         self._batch = batch
+        # The calendar is loaded once per process: once a recompute pass finds nothing left to
+        # recompute, later passes would only scan the table again for nothing.
+        self._recompute_pending = True
 
     async def scan(self, now: datetime) -> ScanResult:
         """One pass: recompute provisional deadlines if the calendar changed, then act on due clocks."""
         result = ScanResult()
-        result.recomputed = await self._recompute(now)
+        if self._recompute_pending:
+            result.recomputed = await self._recompute(now)
+            self._recompute_pending = result.recomputed >= self._batch
         while True:
             raised, withdrawn, claimed = await self._scan_batch(now)
             result.raised += raised
@@ -78,7 +83,7 @@ class ClockScanner:
         async with self._db.begin() as conn:
             rows = await conn.execute(
                 select(clocks_table)
-                .where(t.provisional.is_(True), t.calendar_version != self._calendar.version)
+                .where(t.provisional, t.calendar_version != self._calendar.version)
                 .limit(self._batch)
                 .with_for_update(skip_locked=True)
             )

@@ -186,6 +186,12 @@ clocks = Table(
 )
 Index("ix_clocks_next_check", clocks.c.next_check_at)
 Index("ix_clocks_subject", clocks.c.area, clocks.c.subject)
+Index(
+    "ix_clocks_provisional",
+    clocks.c.calendar_version,
+    postgresql_where=clocks.c.provisional,
+    sqlite_where=clocks.c.provisional,
+)
 
 alerts = Table(
     "alerts",

@@ -49,6 +49,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_clocks_next_check", "clocks", ["next_check_at"])
     op.create_index("ix_clocks_subject", "clocks", ["area", "subject"])
+    # Only provisional deadlines are ever recomputed; keep that lookup off a full scan.
+    provisional = sa.text("provisional")
+    op.create_index(
+        "ix_clocks_provisional",
+        "clocks",
+        ["calendar_version"],
+        postgresql_where=provisional,
+        sqlite_where=provisional,
+    )
     op.create_table(
         "alerts",
         sa.Column("alert_id", sa.String(64), primary_key=True),
