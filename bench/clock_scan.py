@@ -86,7 +86,7 @@ class DueClocks:
 @dataclass(slots=True)
 class Timing:
     total_s: float
-    recompute_s: float  # the provisional-deadline pass that starts every scan
+    recompute_s: float  # the provisional-deadline pass (once per process and calendar)
     batches_s: float  # claiming due clocks, raising, publishing, writing back
 
 
@@ -173,7 +173,7 @@ def scanner_queries(calendar_version: str) -> dict[str, str]:
     t = clocks_table.c
     statements = {
         "recompute": select(clocks_table)
-        .where(t.provisional.is_(True), t.calendar_version != calendar_version)
+        .where(t.provisional, t.calendar_version != calendar_version)
         .limit(500)
         .with_for_update(skip_locked=True),
         "due": select(clocks_table)
