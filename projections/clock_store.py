@@ -6,8 +6,8 @@ the unit's override and the working-day calendar, which SQL cannot compute.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,10 +63,10 @@ def state_from_row(row: Row[Any] | Mapping[str, Any]) -> engine.ClockState:
     )
 
 
+@dataclass(frozen=True, slots=True)
 class ClockSettings:
-    def __init__(self, grace: timedelta, reescalate_after: timedelta) -> None:
-        self.grace = grace
-        self.reescalate_after = reescalate_after
+    grace: timedelta
+    reescalate_after: timedelta
 
 
 def state_row(
@@ -111,7 +111,11 @@ class ClockProjection:
     name = "clocks"
 
     def __init__(
-        self, rules: ClockRules, calendar: engine.Calendar, settings: ClockSettings, now: Any = None
+        self,
+        rules: ClockRules,
+        calendar: engine.Calendar,
+        settings: ClockSettings,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self._rules = rules
         self._calendar = calendar

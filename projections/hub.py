@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
 from events.clock_rules import ClockRules
 from events.mechanisms import Mechanisms
@@ -21,7 +22,7 @@ def hub_projections(
     clock_rules: ClockRules,
     calendar: Calendar,
     clock_settings: ClockSettings,
-    now: object = None,
+    now: Callable[[], datetime] | None = None,
     webhook_targets: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Projection]:
     # Anomalies and clocks read what the case registry wrote earlier in the same transaction.

@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.kafka.incarnation import BrokerIncarnation
 from connectors.kafka.publisher import KafkaPublisher
@@ -109,7 +110,7 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
     )
     metrics = WorkerMetrics.create(registry)
     topic = app.topic(*plan.topics, key_type=bytes, value_type=bytes)
-    runtime = _ProjectorRuntime(settings, plan, metrics)
+    runtime = _WorkerRuntime(settings, plan, metrics)
 
     async def project(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
@@ -135,8 +136,9 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
     return app
 
 
-class _ProjectorRuntime:
-    """Owns the loop-bound resources, created lazily inside faust's event loop."""
+class _WorkerRuntime:
+    """Owns the loop-bound resources (one database pool, the producers), created lazily inside
+    faust's event loop, and shared by the projector agent and the two timers."""
 
     def __init__(self, settings: Settings, plan: WorkerPlan, metrics: WorkerMetrics) -> None:
         self._settings = settings
@@ -145,17 +147,22 @@ class _ProjectorRuntime:
         self._projector: Projector | None = None
         self._scan: ScanLoop | None = None
         self._deliveries: DeliveryLoop | None = None
+        self._db: AsyncEngine | None = None
         self._now = time_source(settings.time_source)
         self._batches = 0
         self._lock = asyncio.Lock()
+
+    @property
+    def db(self) -> AsyncEngine:
+        if self._db is None:
+            self._db = make_engine(self._settings.database_url)
+        return self._db
 
     async def scan(self) -> None:
         if self._scan is None:
             publisher = KafkaPublisher(self._plan.bootstrap, client_id="liandong-alerts")
             sink = KafkaAlertSink(publisher, self._plan.codec)
-            self._scan = ScanLoop(
-                self._plan.closed_loop, make_engine(self._settings.database_url), sink, self._now
-            )
+            self._scan = ScanLoop(self._plan.closed_loop, self.db, sink, self._now)
         await self._scan.tick()
 
     async def deliver(self) -> None:
@@ -163,7 +170,7 @@ class _ProjectorRuntime:
             return
         if self._deliveries is None:
             self._deliveries = DeliveryLoop(
-                make_engine(self._settings.database_url),
+                self.db,
                 self._plan.subscriptions,
                 WebhookSender(),
                 RetryPolicy(),
@@ -181,7 +188,7 @@ class _ProjectorRuntime:
             KafkaPublisher(self._plan.bootstrap, client_id="liandong-deadletters"), DEAD_LETTER_TOPIC
         )
         return Projector(
-            engine=make_engine(self._settings.database_url),
+            engine=self.db,
             consumer=PROJECTION,
             codec=self._plan.codec,
             projections=hub_projections(
