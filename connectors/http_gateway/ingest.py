@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from events.catalog import Catalog
 from events.directory import Directory
@@ -21,6 +22,9 @@ from events.jsonavro import DataError, from_json, parse_rfc3339
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
+BINARY = "binary"
+JSON = "application/json"
+CE_HEADER = "ce-"
 
 REQUIRED = ("specversion", "id", "source", "type", "subject", "time", "data")
 OPTIONAL = ("datacontenttype", "dataschema")
@@ -66,6 +70,22 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def request_mode(content_type: str | None, headers: Mapping[str, str]) -> str:
+    """Structured or batch by media type; binary when the attributes travel as `ce-` headers."""
+    mode = media_type(content_type)
+    if mode in (STRUCTURED, BATCH):
+        return mode
+    if any(name.lower().startswith(CE_HEADER) for name in headers) and mode in (JSON, ""):
+        return BINARY
+    raise IngestRejected(
+        415,
+        "unsupported_media_type",
+        f"Content-Type must be {STRUCTURED}, {BATCH}, or {JSON} with ce- headers (binary mode)",
+        f"Content-Type 必须是 {STRUCTURED}、{BATCH}，或 {JSON} 加 ce- 请求头（二进制模式）",
+        [FieldProblem("Content-Type", f"got '{mode or 'nothing'}'")],
+    )
+
+
 def parse_request(
     content_type: str | None,
     body: bytes,
@@ -73,16 +93,11 @@ def parse_request(
     catalog: Catalog,
     directory: Directory,
     limits: Limits,
+    headers: Mapping[str, str] | None = None,
 ) -> list[Envelope]:
-    mode = media_type(content_type)
-    if mode not in (STRUCTURED, BATCH):
-        raise IngestRejected(
-            415,
-            "unsupported_media_type",
-            f"Content-Type must be {STRUCTURED} or {BATCH}",
-            f"Content-Type 必须是 {STRUCTURED} 或 {BATCH}",
-            [FieldProblem("Content-Type", f"got '{mode or 'nothing'}'")],
-        )
+    """Validate a request in any of the CloudEvents HTTP binding's three modes."""
+    headers = headers or {}
+    mode = request_mode(content_type, headers)
     if len(body) > limits.max_body_bytes:
         raise _too_large(f"body is {len(body)} bytes; the limit is {limits.max_body_bytes}")
     try:
@@ -95,7 +110,7 @@ def parse_request(
             "请求体不是有效的 UTF-8 JSON",
             [FieldProblem("body", str(exc)[:200])],
         ) from None
-    items = _items(mode, doc, limits)
+    items = [_binary_item(headers, doc)] if mode == BINARY else _items(mode, doc, limits)
     if publisher_unit not in directory.units:
         raise IngestRejected(
             403,
@@ -149,6 +164,26 @@ class Forbidden(Exception):
         self.reason = reason
         self.field = field
         self.detail = detail
+
+
+def _binary_item(headers: Mapping[str, str], data: Any) -> dict[str, Any]:
+    """Binary mode: attributes from `ce-` headers (percent-encoded, spec 3.1.3.2), data is the body."""
+    item: dict[str, Any] = {
+        name.lower().removeprefix(CE_HEADER): unquote(value)
+        for name, value in headers.items()
+        if name.lower().startswith(CE_HEADER)
+    }
+    if "data" in item or "datacontenttype" in item:
+        raise IngestRejected(
+            400,
+            "malformed_event",
+            "Binary mode carries data in the body",
+            "二进制模式的数据应放在请求体中",
+            [FieldProblem("ce-data", "not an attribute in binary mode")],
+        )
+    item["data"] = data
+    item["datacontenttype"] = JSON
+    return item
 
 
 def _items(mode: str, doc: Any, limits: Limits) -> list[Any]:

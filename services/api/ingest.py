@@ -60,7 +60,9 @@ async def ingest(
                 "请求过大",
                 [FieldProblem("body", f"over {ctx.limits.max_body_bytes} bytes")],
             )
-        events = parse_request(content_type, body, unit, ctx.catalog, ctx.directory, ctx.limits)
+        events = parse_request(
+            content_type, body, unit, ctx.catalog, ctx.directory, ctx.limits, dict(request.headers)
+        )
     except IngestRejected as exc:
         ctx.metrics.rejected.labels(type=_label(ctx, exc.event_type), reason=exc.reason).inc()
         return problem(exc.status, exc.reason, exc.title, exc.title_zh, exc.problems)
