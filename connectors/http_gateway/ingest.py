@@ -125,7 +125,7 @@ def parse_request(
     index_of = (lambda i: i) if mode == BATCH else (lambda i: None)
     for i, item in enumerate(items):
         try:
-            events.append(_event(item, publisher_unit, catalog, directory, limits))
+            events.append(validate_event(item, publisher_unit, catalog, directory, limits))
         except Forbidden as exc:
             forbidden.append(exc.reason)
             problems.append(FieldProblem(exc.field, exc.detail, index_of(i)))
@@ -231,7 +231,10 @@ def _first_type(items: list[Any]) -> str:
     return "unknown"
 
 
-def _event(item: Any, publisher: str, catalog: Catalog, directory: Directory, limits: Limits) -> Envelope:
+def validate_event(
+    item: Any, publisher: str, catalog: Catalog, directory: Directory, limits: Limits
+) -> Envelope:
+    """One event in structured JSON form, checked as the gateway checks it (also used by the SDK)."""
     if not isinstance(item, dict):
         raise DataError("event", "must be a JSON object")
     # surrogatepass: a lone surrogate must reach the field check that names it, not crash here.
