@@ -1,0 +1,25 @@
+"""Masking of personal data for readers who are not entitled to it, and always in public feeds."""
+
+from __future__ import annotations
+
+import re
+
+# Resident ID numbers (18 characters, the last may be X) and mainland mobile numbers, wherever they
+# appear in free text that officers typed.
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
+_MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+
+
+def mask_name(name: str | None) -> str | None:
+    """张三 -> 张*, 欧阳娜娜 -> 欧***; organisations keep their name (not personal data)."""
+    if not name:
+        return name
+    return name[0] + "*" * (len(name) - 1)
+
+
+def mask_text(text: str | None) -> str | None:
+    """Mask ID numbers and phone numbers inside free text."""
+    if not text:
+        return text
+    text = _ID_NUMBER.sub(lambda m: m.group(1) + "********" + m.group(2), text)
+    return _MOBILE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
