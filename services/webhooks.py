@@ -1,7 +1,10 @@
-"""Webhook subscriptions, from a JSON file named by LIANDONG_WEBHOOKS_FILE.
+"""Alert subscriptions (webhooks and email), from a JSON file named by LIANDONG_WEBHOOKS_FILE.
 
-    {"targets": [{"name": "jb-oa", "unit": "district.justice-bureau",
-                  "url": "https://oa.example/hooks/liandong", "secret_env": "LIANDONG_WEBHOOK_SECRET_JB_OA"}]}
+    {"targets": [
+      {"name": "jb-oa", "unit": "district.justice-bureau",
+       "url": "https://oa.example/hooks/liandong", "secret_env": "LIANDONG_WEBHOOK_SECRET_JB_OA"},
+      {"name": "jb-mail", "unit": "district.justice-bureau",
+       "email": "duban@example.gov.cn", "smtp_host": "smtp.example.gov.cn", "smtp_port": 25}]}
 
 Secrets live in the environment, never in the file, and never in logs.
 """
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.email.sender import EmailTarget
 from connectors.webhook.sender import WebhookTarget
 from events.directory import Directory
 from services.settings import SettingsError
@@ -22,7 +26,7 @@ from services.settings import SettingsError
 @dataclass(frozen=True, slots=True)
 class Subscription:
     unit: str
-    target: WebhookTarget
+    target: WebhookTarget | EmailTarget
 
 
 def load_subscriptions(
@@ -39,6 +43,10 @@ def load_subscriptions(
         where = f"{path}: target {name!r}"
         if raw["unit"] not in directory.units:
             raise SettingsError(f"{where} names unknown unit {raw['unit']!r}")
+        if "email" in raw:
+            mail = EmailTarget(name, raw["email"], raw["smtp_host"], int(raw.get("smtp_port", 25)))
+            out[name] = Subscription(raw["unit"], mail)
+            continue
         secret = env.get(raw["secret_env"])
         if not secret:
             raise SettingsError(f"{where}: environment variable {raw['secret_env']} is not set")

@@ -11,10 +11,12 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.email.sender import EmailSender, EmailTarget
 from connectors.webhook.sender import Outcome, RetryPolicy, WebhookSender
 from projections.schema import alerts, deliveries
 from services.timesource import Now
@@ -33,6 +35,7 @@ class DeliveryLoop:
         policy: RetryPolicy,
         now: Now,
         batch: int = 50,
+        mailer: EmailSender | None = None,
     ) -> None:
         self._engine = engine
         self._subscriptions = subscriptions
@@ -40,6 +43,7 @@ class DeliveryLoop:
         self._policy = policy
         self._now = now
         self._batch = batch
+        self._mailer = mailer or EmailSender()
 
     async def tick(self) -> int:
         now = self._now()
@@ -80,12 +84,13 @@ class DeliveryLoop:
         if row is None:
             await self._record(delivery_id, "failed", attempts, None, "alert not found")
             return
-        body = json.dumps(
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row._mapping.items()},
-            ensure_ascii=False,
-            sort_keys=True,
-        ).encode()
-        result = await self._sender.deliver(subscription.target, delivery_id, body)
+        alert = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
+        target = subscription.target
+        if isinstance(target, EmailTarget):
+            result = await self._mailer.deliver(target, delivery_id, *email_text(alert))
+        else:
+            body = json.dumps(alert, ensure_ascii=False, sort_keys=True).encode()
+            result = await self._sender.deliver(target, delivery_id, body)
         attempts += 1
         now = self._now()
         if result.outcome is Outcome.DELIVERED:
@@ -126,3 +131,29 @@ class DeliveryLoop:
                     delivered_at=delivered_at,
                 )
             )
+
+
+LEVELS_ZH = {
+    "yellow": "黄色预警",
+    "red": "红色预警（已超期）",
+    "escalated": "升级督办",
+    "re_escalated": "再次升级督办",
+}
+
+
+def email_text(alert: Mapping[str, Any]) -> tuple[str, str]:
+    """Subject and body of an alert email, in Chinese with English beneath."""
+    level = str(alert["level"])
+    subject = f"[联动{LEVELS_ZH.get(level, level)}] {alert['rule_name_zh']} {alert['about_subject']}"
+    overdue_days = int(alert["overdue_seconds"]) // 86400
+    body = (
+        f"{LEVELS_ZH.get(level, level)}：{alert['rule_name_zh']}\n"
+        f"事项：{alert['about_area']} {alert['about_subject']}\n"
+        f"责任单位：{alert['responsible_unit']}\n"
+        f"期限：{alert['deadline']}（已超期 {overdue_days} 天）\n"
+        f"依据：{alert['citation']}\n\n"
+        f"{level} alert: {alert['rule_name_en']} for {alert['about_area']} {alert['about_subject']}, "
+        f"responsible unit {alert['responsible_unit']}, deadline {alert['deadline']}, "
+        f"{overdue_days} days overdue.\nAlert id: {alert['alert_id']}\n"
+    )
+    return subject, body

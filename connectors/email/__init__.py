@@ -1,0 +1,1 @@
+"""Alert delivery by email (SMTP), classified like webhook deliveries."""
