@@ -95,6 +95,30 @@ def _cmd_catalog_docs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
+    from services.connectors_registry import connectors, delivery_health
+    from services.store import with_engine
+
+    infos = connectors(settings)
+    if args.connectors_command == "list":
+        for c in infos:
+            mark = "✓" if c.configured else "·"
+            print(f"{mark} {c.name:<20} {c.kind:<8} {c.what_zh} | {c.what_en} — {c.detail}")
+        return 0
+    health = asyncio.run(with_engine(settings, delivery_health))
+    ok = True
+    for c in infos:
+        line = f"{c.name:<20} {'configured' if c.configured else 'not configured'}"
+        if c.name in ("webhook", "email"):
+            for target, counts in sorted(health.items()):
+                if target in c.detail:
+                    failed = counts.get("failed", 0)
+                    ok = ok and failed == 0
+                    line += f"\n    {target}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        print(line)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     issue = keys.add_parser("issue", help="issue a key for a publishing unit")
     issue.add_argument("unit_id")
     issue.set_defaults(run=_cmd_keys_issue)
+    conn = sub.add_parser("connectors", help="the hub's connectors")
+    conn_sub = conn.add_subparsers(dest="connectors_command", required=True)
+    conn_sub.add_parser("list", help="list connectors and their configuration").set_defaults(
+        run=_cmd_connectors
+    )
+    conn_sub.add_parser("status", help="delivery health; exit 1 if any delivery failed").set_defaults(
+        run=_cmd_connectors
+    )
     catalog = sub.add_parser("catalog", help="the event catalog").add_subparsers(
         dest="catalog_command", required=True
     )

@@ -42,6 +42,7 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             registry=metrics_registry,
             metrics=GatewayMetrics.create(metrics_registry),
             limits=Limits(),
+            settings=settings,
         )
         app.state.ctx = ctx
         try:

@@ -15,6 +15,7 @@ from events.catalog import Catalog
 from events.directory import Directory
 from events.serde import EventCodec
 from services.metrics import GatewayMetrics
+from services.settings import Settings
 
 
 @dataclass(slots=True)
@@ -27,6 +28,7 @@ class ApiContext:
     registry: CollectorRegistry
     metrics: GatewayMetrics
     limits: Limits
+    settings: Settings
     topic_prefix: str = "liandong"
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from services.api.context import Ctx
 from services.api.problems import problem
+from services.connectors_registry import as_json, connectors, delivery_health
 
 router = APIRouter()
 
@@ -30,3 +31,12 @@ async def readyz(ctx: Ctx) -> Response | dict[str, str]:
 @router.get("/metrics")
 async def metrics(ctx: Ctx) -> Response:
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/connectors")
+async def list_connectors(ctx: Ctx) -> dict[str, object]:
+    """Every connector with its configuration, and delivery health per outbound target."""
+    return {
+        "items": [as_json(c) for c in connectors(ctx.settings)],
+        "deliveries": await delivery_health(ctx.engine),
+    }
