@@ -119,6 +119,15 @@ def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from services.import_cli import run_import
+
+    report = Path(args.report) if args.report else None
+    return run_import(settings, Path(args.file), args.source, report, restart=args.restart)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     issue = keys.add_parser("issue", help="issue a key for a publishing unit")
     issue.add_argument("unit_id")
     issue.set_defaults(run=_cmd_keys_issue)
+    imp = sub.add_parser("import", help="import a CSV/XLSX case list (粤执法 export) as case.filed.v1 events")
+    imp.add_argument("file")
+    imp.add_argument("--source", required=True, metavar="UNIT", help="the publishing unit")
+    imp.add_argument("--report", help="where to write the row-by-row error report (CSV)")
+    imp.add_argument("--restart", action="store_true", help="ignore the saved position and start over")
+    imp.set_defaults(run=_cmd_import)
     conn = sub.add_parser("connectors", help="the hub's connectors")
     conn_sub = conn.add_subparsers(dest="connectors_command", required=True)
     conn_sub.add_parser("list", help="list connectors and their configuration").set_defaults(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import IO
 
 from prometheus_client import CollectorRegistry
 
@@ -41,7 +40,7 @@ def run_import(
     state_dir: Path | None = None,
     max_bytes: int = MAX_BYTES,
     max_rows: int = MAX_ROWS,
-    progress: IO[str] | None = sys.stderr,
+    show_progress: bool = True,
 ) -> int:
     import asyncio
 
@@ -56,7 +55,7 @@ def run_import(
         restart=restart,
         max_bytes=max_bytes,
         max_rows=max_rows,
-        progress=progress,
+        progress=sys.stderr if show_progress else None,
     )
     return asyncio.run(import_file(settings.kafka_bootstrap, options, partitions=settings.topic_partitions))
 
