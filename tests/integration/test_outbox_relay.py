@@ -1,0 +1,236 @@
+"""The outbox relay against a real PostgreSQL and a real broker: concurrent writers, no row skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from connectors.framework import DEAD_LETTER_TOPIC
+from connectors.outbox import CHECKPOINT_TABLE, OutboxRelay, OutboxRow
+from connectors.sdk import event_id_for
+from services.embedded_broker import EmbeddedBroker
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+SEED = 20260415
+CASE_TOPIC = "liandong.case.events"
+WRITERS = 8
+ROWS_PER_WRITER = 50
+UNITS = ("shilou.enforcement-office", "shiqiao.enforcement-office")
+
+OUTBOX_DDL = """
+CREATE TABLE liandong_outbox (
+    id bigserial PRIMARY KEY,
+    unit text NOT NULL,
+    event_type text NOT NULL,
+    subject text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamptz DEFAULT now()
+)"""
+INSERT = """INSERT INTO liandong_outbox (unit, event_type, subject, occurred_at, payload)
+            VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"""
+
+
+def filed_data(unit: str, title: str) -> dict[str, Any]:
+    township = unit.split(".", 1)[0]
+    return {
+        "township": township,
+        "category": "illegal_construction",
+        "handling_unit": unit,
+        "title": title,
+        "case_number": None,
+        "requires_legal_review": False,
+    }
+
+
+@pytest.fixture
+async def outbox_dsn(pg_url: str) -> str:
+    """The agency database (asyncpg DSN) with its outbox table."""
+    dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(OUTBOX_DDL)
+    finally:
+        await conn.close()
+    return dsn
+
+
+async def insert(
+    conn: asyncpg.Connection, unit: str, subject: str, data: Any, kind: str = "case.filed.v1"
+) -> int:
+    row_id: int = await conn.fetchval(INSERT, unit, kind, subject, datetime.now(UTC), json.dumps(data))
+    return row_id
+
+
+async def read_topic(bootstrap: str, topic: str) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+    """Every record now on `topic`, per partition in offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+
+        async def partitions() -> set[int] | None:
+            parts: set[int] | None = consumer.partitions_for_topic(topic)
+            return parts
+
+        parts = [TopicPartition(topic, p) for p in sorted(await wait_for(partitions, 10, f"{topic}"))]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(parts)
+        found: dict[int, list[ConsumerRecord[bytes, bytes]]] = {tp.partition: [] for tp in parts}
+
+        async def caught_up() -> bool:
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, batch in batches.items():
+                found[tp.partition].extend(batch)
+            positions = [await consumer.position(tp) for tp in parts]
+            return all(pos >= ends[tp] for pos, tp in zip(positions, parts, strict=True))
+
+        await wait_for(caught_up, 30, f"the end of {topic}", interval_s=0)
+        return found
+    finally:
+        await consumer.stop()
+
+
+def headers(records: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> list[dict[str, bytes]]:
+    return [dict(r.headers) for partition in records.values() for r in partition]
+
+
+def ids_of(records: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> Counter[str]:
+    return Counter(h["ce_id"].decode() for h in headers(records))
+
+
+async def writer(dsn: str, n: int, written: dict[str, list[int]]) -> None:
+    """One agency process: transactions of 1-4 rows that hold 0-200 ms after taking their ids."""
+    rng = random.Random(SEED + n)
+    unit, subject = UNITS[n % len(UNITS)], f"OB-W{n}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        left = ROWS_PER_WRITER
+        while left:
+            size = min(left, rng.randint(1, 4))
+            async with conn.transaction():
+                ids = [
+                    await insert(conn, unit, subject, filed_data(unit, f"outbox row {left - i}"))
+                    for i in range(size)
+                ]
+                # why: a slow transaction that took its ids early and commits late (the race under test)
+                await asyncio.sleep(rng.uniform(0, 0.2))
+            written[subject].extend(ids)
+            left -= size
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_late_commits_arrive_exactly_once_and_in_order(
+    outbox_dsn: str, fresh_broker: EmbeddedBroker
+) -> None:
+    batches: list[Sequence[OutboxRow]] = []
+    written: dict[str, list[int]] = {f"OB-W{n}": [] for n in range(WRITERS)}
+    stop = asyncio.Event()
+    async with OutboxRelay(outbox_dsn, fresh_broker.bootstrap, batch=50, on_batch=batches.append) as relay:
+        relaying = asyncio.create_task(relay.run(stop, interval_s=0.01))
+        await asyncio.gather(*(writer(outbox_dsn, n, written) for n in range(WRITERS)))
+
+        async def caught_up() -> bool:
+            if relaying.done():
+                relaying.result()
+            return sum(len(b) for b in batches) >= WRITERS * ROWS_PER_WRITER
+
+        await wait_for(caught_up, 60, "the relay to catch up with 400 rows")
+        stop.set()
+        await relaying
+        assert relay.health.counts["published"] == WRITERS * ROWS_PER_WRITER
+        assert relay.health.counts["rejected"] == 0
+
+    relayed = [row for batch in batches for row in batch]
+    assert sorted(r.id for r in relayed) == sorted(i for ids in written.values() for i in ids)
+    order = [(r.xid, r.id) for r in relayed]
+    assert order == sorted(order), "rows not relayed in (xid, id) order"
+    assert len(set(order)) == len(order), "a row was relayed twice"
+    # The race really happened: a later batch carried a smaller id than an earlier one, a row that a
+    # `WHERE id > last_id` relay would have skipped for ever.
+    highest_so_far, late = 0, 0
+    for batch in batches:
+        late += sum(1 for r in batch if r.id < highest_so_far)
+        highest_so_far = max([highest_so_far, *(r.id for r in batch)])
+    assert late > 0, "no row committed late; the test did not exercise the race"
+
+    expected = {event_id_for(r.unit, f"outbox:{r.id}"): r.id for r in relayed}
+    on_broker = ids_of(await read_topic(fresh_broker.bootstrap, CASE_TOPIC))
+    assert set(on_broker) == set(expected)
+    assert len(on_broker) == WRITERS * ROWS_PER_WRITER
+    assert [n for n in on_broker.values() if n != 1] == [], "some event arrived more than once"
+
+    # Each writer committed its transactions one after another: its rows arrive in commit order.
+    records = await read_topic(fresh_broker.bootstrap, CASE_TOPIC)
+    arrived: dict[str, list[int]] = {subject: [] for subject in written}
+    for partition in records.values():
+        for record in partition:
+            found = dict(record.headers)
+            arrived[found["ce_subject"].decode()].append(expected[found["ce_id"].decode()])
+    assert arrived == written
+
+    # A re-run from the start (checkpoint deleted) publishes the same event ids again, and no new ones.
+    conn = await asyncpg.connect(outbox_dsn)
+    try:
+        await conn.execute(f"DELETE FROM {CHECKPOINT_TABLE}")
+    finally:
+        await conn.close()
+    async with OutboxRelay(outbox_dsn, fresh_broker.bootstrap, batch=500) as again:
+        assert await again.run_once() == WRITERS * ROWS_PER_WRITER
+        assert await again.run_once() == 0
+    replayed = ids_of(await read_topic(fresh_broker.bootstrap, CASE_TOPIC))
+    assert set(replayed) == set(expected)
+    assert len(replayed) == WRITERS * ROWS_PER_WRITER
+
+
+async def test_an_invalid_row_is_dead_lettered_and_later_rows_still_arrive(
+    outbox_dsn: str, fresh_broker: EmbeddedBroker
+) -> None:
+    unit = UNITS[0]
+    conn = await asyncpg.connect(outbox_dsn)
+    try:
+        first = await insert(conn, unit, "OB-1", filed_data(unit, "before"))
+        unknown_type = await insert(conn, unit, "OB-2", filed_data(unit, "x"), kind="case.vanished.v1")
+        missing = {k: v for k, v in filed_data(unit, "x").items() if k != "category"}
+        missing_field = await insert(conn, unit, "OB-3", missing)
+        unknown_unit = await insert(conn, "nowhere.unit", "OB-4", filed_data(unit, "x"))
+        last = await insert(conn, unit, "OB-5", filed_data(unit, "after"))
+    finally:
+        await conn.close()
+
+    async with OutboxRelay(outbox_dsn, fresh_broker.bootstrap) as relay:
+        assert await relay.run_once() == 5
+        assert await relay.run_once() == 0
+        assert relay.health.counts["published"] == 2
+        assert relay.health.counts["rejected"] == relay.health.counts["dead_lettered"] == 3
+        assert (await relay.checkpoint())[1] == last
+
+    published = ids_of(await read_topic(fresh_broker.bootstrap, CASE_TOPIC))
+    assert set(published) == {event_id_for(unit, f"outbox:{first}"), event_id_for(unit, f"outbox:{last}")}
+    dead = {
+        json.loads(r.value)["id"]: r
+        for partition in (await read_topic(fresh_broker.bootstrap, DEAD_LETTER_TOPIC)).values()
+        for r in partition
+    }
+    assert sorted(dead) == [unknown_type, missing_field, unknown_unit]
+    reasons = {row_id: dict(r.headers)["liandong_dlq_detail"].decode() for row_id, r in dead.items()}
+    assert reasons[unknown_type].startswith("type:"), reasons
+    assert reasons[missing_field].startswith("data.category:"), reasons
+    assert reasons[unknown_unit].startswith("unit:"), reasons
+    original = json.loads(dead[missing_field].value)
+    assert (original["unit"], original["subject"], original["payload"]) == (unit, "OB-3", missing)
+    assert dead[missing_field].key == f"outbox:{missing_field}".encode()
+    assert {dict(r.headers)["liandong_dlq_connector"] for r in dead.values()} == {b"outbox"}
