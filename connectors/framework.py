@@ -61,9 +61,18 @@ class Health:
     detail: str = ""
     last_run_at: datetime | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    metrics: ConnectorMetrics | None = None
 
     def record(self, outcome: str, n: int = 1) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + n
+        if self.metrics is not None:
+            self.metrics.count(self.name, outcome, n)
+
+    def backlog(self, records: int) -> None:
+        """Records known to the source and not yet published."""
+        self.counts["backlog"] = records
+        if self.metrics is not None:
+            self.metrics.lag.labels(connector=self.name).set(records)
 
     def as_json(self) -> dict[str, object]:
         return {

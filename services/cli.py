@@ -128,6 +128,12 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return run_import(settings, Path(args.file), args.source, report, restart=args.restart)
 
 
+def _cmd_outbox_relay(settings: Settings, args: argparse.Namespace) -> int:
+    from services.outbox_cli import run_relay
+
+    return run_relay(settings, _need_bootstrap(settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--report", help="where to write the row-by-row error report (CSV)")
     imp.add_argument("--restart", action="store_true", help="ignore the saved position and start over")
     imp.set_defaults(run=_cmd_import)
+    sub.add_parser(
+        "outbox-relay", help="relay an agency's PostgreSQL outbox table (LIANDONG_OUTBOX_DSN) to the hub"
+    ).set_defaults(run=_cmd_outbox_relay)
     conn = sub.add_parser("connectors", help="the hub's connectors")
     conn_sub = conn.add_subparsers(dest="connectors_command", required=True)
     conn_sub.add_parser("list", help="list connectors and their configuration").set_defaults(

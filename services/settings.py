@@ -38,6 +38,9 @@ class Settings:
     time_source: str
     calendar_file: Path | None
     webhooks_file: Path | None
+    outbox_dsn: str | None
+    outbox_table: str
+    connector_metrics_port: int
 
     @property
     def embedded_broker(self) -> bool:
@@ -85,6 +88,9 @@ class Settings:
             time_source=_time_source(env.get("LIANDONG_TIME_SOURCE", "system")),
             calendar_file=_path(env, "LIANDONG_CALENDAR_FILE"),
             webhooks_file=_path(env, "LIANDONG_WEBHOOKS_FILE"),
+            outbox_dsn=env.get("LIANDONG_OUTBOX_DSN") or None,
+            outbox_table=env.get("LIANDONG_OUTBOX_TABLE", "liandong_outbox"),
+            connector_metrics_port=_int(env, "LIANDONG_CONNECTOR_METRICS_PORT", 6067, 1, 65535),
         )
 
 

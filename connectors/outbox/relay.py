@@ -57,6 +57,11 @@ ORDER BY xid, id
 LIMIT $3
 """
 
+_BACKLOG = (
+    _READ.split("SELECT id, unit", 1)[0]
+    + "SELECT count(*) FROM rows WHERE (xid, id) > ($1::bigint, $2::bigint)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
@@ -106,6 +111,7 @@ class OutboxRelay:
         self._table = table
         self._batch = batch
         self._query = _READ.format(table=table)
+        self._backlog_query = _BACKLOG.format(table=table)
         self.health = health or Health(name=f"{CONNECTOR}:{table}", kind="inbound")
         self._on_batch = on_batch
         self._conn: Any = None
@@ -141,6 +147,14 @@ class OutboxRelay:
             f"SELECT last_xid, last_id FROM {CHECKPOINT_TABLE} WHERE source_table = $1", self._table
         )
         return (0, 0) if row is None else (int(row["last_xid"]), int(row["last_id"]))
+
+    async def backlog(self) -> int:
+        """Rows after the checkpoint, behind the fence or not: what the relay still has to publish."""
+        after = await self.checkpoint()
+        conn = await self._connection()
+        pending = await conn.fetchval(self._backlog_query, after[0], after[1])
+        self.health.backlog(int(pending or 0))
+        return int(pending or 0)
 
     async def _read(self, after: tuple[int, int]) -> list[OutboxRow]:
         conn = await self._connection()

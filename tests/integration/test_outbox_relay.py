@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -234,3 +235,55 @@ async def test_an_invalid_row_is_dead_lettered_and_later_rows_still_arrive(
     assert (original["unit"], original["subject"], original["payload"]) == (unit, "OB-3", missing)
     assert dead[missing_field].key == f"outbox:{missing_field}".encode()
     assert {dict(r.headers)["liandong_dlq_connector"] for r in dead.values()} == {b"outbox"}
+
+
+async def test_the_relay_command_runs_as_a_process_with_metrics_and_stops_on_sigterm(
+    fresh_broker: EmbeddedBroker, outbox_dsn: str, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from services.embedded_broker import free_port
+    from tests.support import liandong
+
+    conn = await asyncpg.connect(outbox_dsn)
+    try:
+        for i in range(5):
+            await insert(conn, UNITS[0], f"OB-CLI-{i}", filed_data(UNITS[0], f"发件箱 {i}"))
+    finally:
+        await conn.close()
+    port = free_port()
+    env = {
+        "LIANDONG_KAFKA_BOOTSTRAP": fresh_broker.bootstrap,
+        "LIANDONG_OUTBOX_DSN": outbox_dsn,
+        "LIANDONG_CONNECTOR_METRICS_PORT": str(port),
+        "LIANDONG_DATA_DIR": str(tmp_path),
+    }
+    log = (tmp_path / "relay.log").open("wb")
+    relay = liandong("outbox-relay", env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        async def published() -> float:
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=2)).text
+            return sum(
+                s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "liandong_connector_records_total" and s.labels.get("outcome") == "published"
+            )
+
+        assert await wait_for(published, 60, "the relay's published counter to reach 5") == 5
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(30) == 0
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+    subjects = {
+        h["ce_subject"].decode() for h in headers(await read_topic(fresh_broker.bootstrap, CASE_TOPIC))
+    }
+    assert {f"OB-CLI-{i}" for i in range(5)} <= subjects
