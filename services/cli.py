@@ -96,7 +96,7 @@ def _cmd_catalog_docs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
-    from services.connectors_registry import connectors, delivery_health
+    from services.connectors_registry import connectors, delivery_health, outbox_health
     from services.store import with_engine
 
     infos = connectors(settings)
@@ -115,6 +115,10 @@ def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
                     failed = counts.get("failed", 0)
                     ok = ok and failed == 0
                     line += f"\n    {target}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        if c.name == "outbox-relay" and c.configured:
+            status = asyncio.run(outbox_health(settings)) or {}
+            ok = ok and "error" not in status
+            line += "\n    " + ", ".join(f"{k} {v}" for k, v in status.items())
         print(line)
     return 0 if ok else 1
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.email.sender import EmailTarget
+from connectors.outbox.relay import relay_status
 from events.directory import Directory
 from projections.schema import deliveries
 from services.settings import Settings
@@ -109,3 +111,13 @@ def as_json(info: ConnectorInfo) -> dict[str, Any]:
         "configured": info.configured,
         "detail": info.detail,
     }
+
+
+async def outbox_health(settings: Settings) -> dict[str, object] | None:
+    """The outbox relay's position and backlog, when this hub is configured with an outbox."""
+    if settings.outbox_dsn is None:
+        return None
+    try:
+        return dict(await relay_status(settings.outbox_dsn, settings.outbox_table))
+    except (OSError, ValueError, asyncpg.PostgresError) as exc:
+        return {"table": settings.outbox_table, "error": repr(exc)[:200]}

@@ -266,3 +266,20 @@ class OutboxRelay:
                     conn.terminate()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def relay_status(dsn: str, table: str = "liandong_outbox") -> dict[str, int | str]:
+    """The relay's position and backlog, read from the agency database (for health pages)."""
+    if not _IDENTIFIER.match(table):
+        raise ValueError(f"outbox table name {table!r} is not a plain identifier")
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(_CHECKPOINT_DDL)
+        row = await conn.fetchrow(
+            f"SELECT last_xid, last_id FROM {CHECKPOINT_TABLE} WHERE source_table = $1", table
+        )
+        after = (0, 0) if row is None else (int(row["last_xid"]), int(row["last_id"]))
+        backlog = await conn.fetchval(_BACKLOG.format(table=table), after[0], after[1])
+    finally:
+        await conn.close()
+    return {"table": table, "last_id": after[1], "backlog": int(backlog or 0)}

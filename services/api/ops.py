@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from services.api.context import Ctx
 from services.api.problems import problem
-from services.connectors_registry import as_json, connectors, delivery_health
+from services.connectors_registry import as_json, connectors, delivery_health, outbox_health
 
 router = APIRouter()
 
@@ -39,4 +39,5 @@ async def list_connectors(ctx: Ctx) -> dict[str, object]:
     return {
         "items": [as_json(c) for c in connectors(ctx.settings)],
         "deliveries": await delivery_health(ctx.engine),
+        "outbox": await outbox_health(ctx.settings),
     }
