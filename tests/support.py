@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiokafka
 import asyncpg
 
 from events.envelope import Envelope
@@ -200,3 +201,33 @@ async def serving(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def topic_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record on `topic`, read from the beginning to the end offsets, without a group."""
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+
+        async def partitions() -> set[int] | None:
+            parts: set[int] | None = consumer.partitions_for_topic(topic)
+            return parts
+
+        parts = [
+            aiokafka.TopicPartition(topic, p) for p in sorted(await wait_for(partitions, 10, f"{topic}"))
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(parts)
+        records: list[Any] = []
+
+        async def caught_up() -> bool:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+            positions = [await consumer.position(p) for p in parts]
+            return all(pos >= ends[p] for pos, p in zip(positions, parts, strict=True))
+
+        await wait_for(caught_up, 20, f"the end of {topic}")
+        return records
+    finally:
+        await consumer.stop()

@@ -13,14 +13,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from connectors.framework import DEAD_LETTER_TOPIC
 from connectors.outbox import CHECKPOINT_TABLE, OutboxRelay, OutboxRow
 from connectors.sdk import event_id_for
 from services.embedded_broker import EmbeddedBroker
-from tests.support import wait_for
+from tests.support import topic_records, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,31 +76,10 @@ async def insert(
 
 async def read_topic(bootstrap: str, topic: str) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
     """Every record now on `topic`, per partition in offset order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-
-        async def partitions() -> set[int] | None:
-            parts: set[int] | None = consumer.partitions_for_topic(topic)
-            return parts
-
-        parts = [TopicPartition(topic, p) for p in sorted(await wait_for(partitions, 10, f"{topic}"))]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(parts)
-        found: dict[int, list[ConsumerRecord[bytes, bytes]]] = {tp.partition: [] for tp in parts}
-
-        async def caught_up() -> bool:
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, batch in batches.items():
-                found[tp.partition].extend(batch)
-            positions = [await consumer.position(tp) for tp in parts]
-            return all(pos >= ends[tp] for pos, tp in zip(positions, parts, strict=True))
-
-        await wait_for(caught_up, 30, f"the end of {topic}", interval_s=0)
-        return found
-    finally:
-        await consumer.stop()
+    found: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
+    for record in await topic_records(bootstrap, topic):
+        found.setdefault(record.partition, []).append(record)
+    return found
 
 
 def headers(records: dict[int, list[ConsumerRecord[bytes, bytes]]]) -> list[dict[str, bytes]]:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.framework import DEAD_LETTER_TOPIC, Health
 from connectors.sdk import LiandongClient, event_id_for
@@ -21,7 +20,7 @@ from events.registry import LocalSchemaRegistry
 from events.serde import EventCodec
 from services.embedded_broker import EmbeddedBroker
 from services.import_cli import import_file
-from tests.support import wait_for
+from tests.support import topic_records
 
 UNIT = "shilou.enforcement-office"
 TOPIC = topic_for("case")
@@ -78,34 +77,6 @@ def case_id(subject: str) -> str:
     return event_id_for(UNIT, record_id_for("case.filed.v1", subject))
 
 
-async def topic_records(bootstrap: str, topic: str = TOPIC) -> list[Any]:
-    """Every record on `topic`, read from the beginning to the end offsets, without a group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-
-        async def partitions() -> set[int] | None:
-            parts: set[int] | None = consumer.partitions_for_topic(topic)
-            return parts
-
-        parts = [TopicPartition(topic, p) for p in sorted(await wait_for(partitions, 10, f"{topic}"))]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(parts)
-        records: list[Any] = []
-
-        async def caught_up() -> bool:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-            positions = [await consumer.position(p) for p in parts]
-            return all(pos >= ends[p] for pos, p in zip(positions, parts, strict=True))
-
-        await wait_for(caught_up, 20, f"the end of {topic}")
-        return records
-    finally:
-        await consumer.stop()
-
-
 def ce_ids(records: list[Any]) -> list[str]:
     return [dict(r.headers)["ce_id"].decode() for r in records]
 
@@ -139,7 +110,7 @@ async def test_an_xlsx_publishes_its_good_rows_and_reports_each_bad_one(
     health = Health("spreadsheet", "inbound")
     code = await import_file(fresh_broker.bootstrap, options(path), health=health)
     assert code == 1
-    events = await decoded(await topic_records(fresh_broker.bootstrap))
+    events = await decoded(await topic_records(fresh_broker.bootstrap, TOPIC))
     assert sorted(events) == ["SL-2026-0001", "SL-2026-0002", "SL-2026-0003", "SL-2026-7"]
     fullwidth = events["SL-2026-7"]
     assert fullwidth.id == case_id("SL-2026-7")
@@ -166,13 +137,13 @@ async def test_a_gbk_csv_re_run_publishes_no_new_event_ids(
 ) -> None:
     path = write_gbk_csv(tmp_path / "cases.csv", good_rows(5))
     assert await import_file(fresh_broker.bootstrap, options(path)) == 0
-    first = ce_ids(await topic_records(fresh_broker.bootstrap))
+    first = ce_ids(await topic_records(fresh_broker.bootstrap, TOPIC))
     assert sorted(first) == sorted(case_id(f"SL-2026-{i:04d}") for i in range(1, 6))
     again = Health("spreadsheet", "inbound")
     assert await import_file(fresh_broker.bootstrap, options(path), health=again) == 0
     assert again.counts["published"] == 0  # everything was acknowledged: nothing to resume
     assert await import_file(fresh_broker.bootstrap, options(path, restart=True)) == 0
-    both = ce_ids(await topic_records(fresh_broker.bootstrap))
+    both = ce_ids(await topic_records(fresh_broker.bootstrap, TOPIC))
     assert len(both) == 10
     assert set(both) == set(first)
 
@@ -208,11 +179,11 @@ async def test_an_interrupted_import_resumes_after_the_last_acknowledged_row(
         with pytest.raises(Interrupted):
             await import_file(fresh_broker.bootstrap, opts, client=failing)
     assert json.loads(opts.state_path.read_text(encoding="utf-8"))["last_row"] == 3
-    assert len(await topic_records(fresh_broker.bootstrap)) == 2
+    assert len(await topic_records(fresh_broker.bootstrap, TOPIC)) == 2
     health = Health("spreadsheet", "inbound")
     assert await import_file(fresh_broker.bootstrap, opts, health=health) == 0
     assert health.counts["published"] == 3
-    ids = ce_ids(await topic_records(fresh_broker.bootstrap))
+    ids = ce_ids(await topic_records(fresh_broker.bootstrap, TOPIC))
     assert sorted(ids) == sorted(case_id(f"SL-2026-{i:04d}") for i in range(1, 6))
     assert "5/5 rows" in opts.progress.getvalue()  # type: ignore[union-attr]
 
