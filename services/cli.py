@@ -129,7 +129,15 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from services.import_cli import run_import
 
     report = Path(args.report) if args.report else None
-    return run_import(settings, Path(args.file), args.source, report, restart=args.restart)
+    return run_import(
+        settings,
+        Path(args.file),
+        args.source,
+        report,
+        restart=args.restart,
+        max_bytes=settings.import_max_bytes,
+        max_rows=settings.import_max_rows,
+    )
 
 
 def _cmd_outbox_relay(settings: Settings, args: argparse.Namespace) -> int:

@@ -41,6 +41,8 @@ class Settings:
     outbox_dsn: str | None
     outbox_table: str
     connector_metrics_port: int
+    import_max_bytes: int
+    import_max_rows: int
 
     @property
     def embedded_broker(self) -> bool:
@@ -91,6 +93,8 @@ class Settings:
             outbox_dsn=env.get("LIANDONG_OUTBOX_DSN") or None,
             outbox_table=env.get("LIANDONG_OUTBOX_TABLE", "liandong_outbox"),
             connector_metrics_port=_int(env, "LIANDONG_CONNECTOR_METRICS_PORT", 6067, 1, 65535),
+            import_max_bytes=_int(env, "LIANDONG_IMPORT_MAX_BYTES", 20 * 1024 * 1024, 1024, 2**31),
+            import_max_rows=_int(env, "LIANDONG_IMPORT_MAX_ROWS", 100_000, 1, 10_000_000),
         )
 
 
