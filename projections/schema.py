@@ -243,3 +243,18 @@ deliveries = Table(
     Column("delivered_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
+
+connector_runs = Table(
+    "connector_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("connector", String(64), nullable=False),
+    Column("source_unit", String(128), nullable=True),
+    Column("input", Text, nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+    # JSON object: read, published, rejected, retried, dead_lettered.
+    Column("counts", Text, nullable=False),
+)
+Index("ix_connector_runs_connector", connector_runs.c.connector, connector_runs.c.finished_at)

@@ -96,7 +96,8 @@ def _cmd_catalog_docs(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
-    from services.connectors_registry import connectors, delivery_health, outbox_health
+    from connectors.spreadsheet.importer import CONNECTOR as SPREADSHEET
+    from services.connectors_registry import connectors, delivery_health, outbox_health, recent_runs
     from services.store import with_engine
 
     infos = connectors(settings)
@@ -106,6 +107,7 @@ def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{mark} {c.name:<20} {c.kind:<8} {c.what_zh} | {c.what_en} — {c.detail}")
         return 0
     health = asyncio.run(with_engine(settings, delivery_health))
+    runs = asyncio.run(with_engine(settings, recent_runs))
     ok = True
     for c in infos:
         line = f"{c.name:<20} {'configured' if c.configured else 'not configured'}"
@@ -115,6 +117,10 @@ def _cmd_connectors(settings: Settings, args: argparse.Namespace) -> int:
                     failed = counts.get("failed", 0)
                     ok = ok and failed == 0
                     line += f"\n    {target}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        if c.name == "spreadsheet-import":
+            last = next((r for r in runs if r["connector"] == SPREADSHEET), None)
+            if last is not None:
+                line += f"\n    last run {last['finished_at']} {last['input']}: {last['detail']}"
         if c.name == "outbox-relay" and c.configured:
             status = asyncio.run(outbox_health(settings)) or {}
             ok = ok and "error" not in status

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.email.sender import EmailTarget
+from connectors.framework import Health
 from connectors.outbox.relay import relay_status
 from events.directory import Directory
-from projections.schema import deliveries
+from projections.schema import connector_runs, deliveries
+from services.api.render import iso
 from services.settings import Settings
 from services.webhooks import load_subscriptions
 
@@ -121,3 +126,38 @@ async def outbox_health(settings: Settings) -> dict[str, object] | None:
         return dict(await relay_status(settings.outbox_dsn, settings.outbox_table))
     except (OSError, ValueError, asyncpg.PostgresError) as exc:
         return {"table": settings.outbox_table, "error": repr(exc)[:200]}
+
+
+async def record_run(engine: AsyncEngine, health: Health, source_unit: str | None, input_name: str) -> None:
+    """Keep the outcome of a one-shot connector run, for `connectors status` and the API."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(connector_runs).values(
+                run_id=uuid.uuid4().hex,
+                connector=health.name,
+                source_unit=source_unit,
+                input=input_name,
+                finished_at=health.last_run_at or datetime.now(UTC),
+                ok=health.ok,
+                detail=health.detail[:2000],
+                counts=json.dumps(health.counts),
+            )
+        )
+
+
+async def recent_runs(engine: AsyncEngine, limit: int = 20) -> list[dict[str, object]]:
+    r = connector_runs.c
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(connector_runs).order_by(r.finished_at.desc()).limit(limit))
+        return [
+            {
+                "connector": row.connector,
+                "source_unit": row.source_unit,
+                "input": row.input,
+                "finished_at": iso(row.finished_at),
+                "ok": row.ok,
+                "detail": row.detail,
+                "counts": json.loads(row.counts),
+            }
+            for row in rows
+        ]

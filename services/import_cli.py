@@ -19,7 +19,9 @@ from connectors.spreadsheet.importer import CONNECTOR, CaseClient, ImportOptions
 from connectors.spreadsheet.mapping import ColumnMapping
 from connectors.spreadsheet.reader import MAX_BYTES, MAX_ROWS, SpreadsheetError
 from events.directory import Directory
+from services.connectors_registry import record_run
 from services.settings import Settings, SettingsError
+from services.store import with_engine
 
 
 def default_report_path(path: Path) -> Path:
@@ -57,7 +59,13 @@ def run_import(
         max_rows=max_rows,
         progress=sys.stderr if show_progress else None,
     )
-    return asyncio.run(import_file(settings.kafka_bootstrap, options, partitions=settings.topic_partitions))
+    health = Health(CONNECTOR, "inbound")
+    code = asyncio.run(
+        import_file(settings.kafka_bootstrap, options, partitions=settings.topic_partitions, health=health)
+    )
+    if health.last_run_at is not None:
+        asyncio.run(with_engine(settings, lambda engine: record_run(engine, health, unit, path.name)))
+    return code
 
 
 async def import_file(

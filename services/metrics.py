@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from connectors.framework import ConnectorMetrics
+
 
 @dataclass(frozen=True, slots=True)
 class GatewayMetrics:
     accepted: Counter
     rejected: Counter
+    connector: ConnectorMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> GatewayMetrics:
@@ -27,6 +30,8 @@ class GatewayMetrics:
                 ["type", "reason"],
                 registry=registry,
             ),
+            # The gateway is a connector too: the same read/published/rejected counters as the others.
+            connector=ConnectorMetrics.create(registry),
         )
 
 

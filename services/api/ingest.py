@@ -22,6 +22,7 @@ from services.api.problems import problem
 from services.api.scope import out_of_scope
 
 router = APIRouter()
+GATEWAY = "http-gateway"
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -65,6 +66,7 @@ async def ingest(
         )
     except IngestRejected as exc:
         ctx.metrics.rejected.labels(type=_label(ctx, exc.event_type), reason=exc.reason).inc()
+        ctx.metrics.connector.count(GATEWAY, "rejected")
         return problem(exc.status, exc.reason, exc.title, exc.title_zh, exc.problems)
     scope = await out_of_scope(
         ctx.engine, ctx.catalog, ctx.directory, events, media_type(content_type) == BATCH
@@ -89,6 +91,8 @@ async def ingest(
         )
     for e in events:
         ctx.metrics.accepted.labels(type=e.type).inc()
+    ctx.metrics.connector.count(GATEWAY, "read", len(events))
+    ctx.metrics.connector.count(GATEWAY, "published", len(events))
     return Response(content=f'{{"accepted": {len(events)}}}', status_code=202, media_type="application/json")
 
 

@@ -8,7 +8,13 @@ from sqlalchemy import text
 
 from services.api.context import Ctx
 from services.api.problems import problem
-from services.connectors_registry import as_json, connectors, delivery_health, outbox_health
+from services.connectors_registry import (
+    as_json,
+    connectors,
+    delivery_health,
+    outbox_health,
+    recent_runs,
+)
 
 router = APIRouter()
 
@@ -40,4 +46,5 @@ async def list_connectors(ctx: Ctx) -> dict[str, object]:
         "items": [as_json(c) for c in connectors(ctx.settings)],
         "deliveries": await delivery_health(ctx.engine),
         "outbox": await outbox_health(ctx.settings),
+        "runs": await recent_runs(ctx.engine),
     }

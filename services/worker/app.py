@@ -14,6 +14,7 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from connectors.framework import ConnectorMetrics
 from connectors.kafka.incarnation import BrokerIncarnation
 from connectors.kafka.publisher import KafkaPublisher
 from connectors.kafka.topics import ensure_topics
@@ -110,7 +111,7 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
     )
     metrics = WorkerMetrics.create(registry)
     topic = app.topic(*plan.topics, key_type=bytes, value_type=bytes)
-    runtime = _WorkerRuntime(settings, plan, metrics)
+    runtime = _WorkerRuntime(settings, plan, metrics, ConnectorMetrics.create(registry))
 
     async def project(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
@@ -140,10 +141,13 @@ class _WorkerRuntime:
     """Owns the loop-bound resources (one database pool, the producers), created lazily inside
     faust's event loop, and shared by the projector agent and the two timers."""
 
-    def __init__(self, settings: Settings, plan: WorkerPlan, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self, settings: Settings, plan: WorkerPlan, metrics: WorkerMetrics, connectors: ConnectorMetrics
+    ) -> None:
         self._settings = settings
         self._plan = plan
         self._metrics = metrics
+        self._connector_metrics = connectors
         self._projector: Projector | None = None
         self._scan: ScanLoop | None = None
         self._deliveries: DeliveryLoop | None = None
@@ -175,6 +179,7 @@ class _WorkerRuntime:
                 WebhookSender(),
                 RetryPolicy(),
                 self._now,
+                metrics=self._connector_metrics,
             )
         try:
             await self._deliveries.tick()

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.email.sender import EmailSender, EmailTarget
+from connectors.framework import ConnectorMetrics
 from connectors.webhook.sender import Outcome, RetryPolicy, WebhookSender
 from projections.schema import alerts, deliveries
 from services.timesource import Now
@@ -36,6 +37,7 @@ class DeliveryLoop:
         now: Now,
         batch: int = 50,
         mailer: EmailSender | None = None,
+        metrics: ConnectorMetrics | None = None,
     ) -> None:
         self._engine = engine
         self._subscriptions = subscriptions
@@ -44,10 +46,13 @@ class DeliveryLoop:
         self._now = now
         self._batch = batch
         self._mailer = mailer or EmailSender()
+        self._metrics = metrics
 
     async def tick(self) -> int:
         now = self._now()
         claimed = await self._claim(now)
+        if self._metrics is not None:
+            await self._measure_backlog()
         for delivery_id, alert_id, target_name, attempts in claimed:
             await self._attempt(delivery_id, alert_id, target_name, attempts)
         return len(claimed)
@@ -93,7 +98,10 @@ class DeliveryLoop:
             result = await self._sender.deliver(target, delivery_id, body)
         attempts += 1
         now = self._now()
+        connector = "email" if isinstance(target, EmailTarget) else "webhook"
+        self._count(connector, "read")
         if result.outcome is Outcome.DELIVERED:
+            self._count(connector, "published")
             await self._record(delivery_id, "delivered", attempts, None, None, delivered_at=now)
             return
         delay = (
@@ -102,6 +110,7 @@ class DeliveryLoop:
             else self._policy.next_delay(attempts, result.retry_after_s)
         )
         error = f"{result.reason}: {result.detail}"[:1000]
+        self._count(connector, "rejected" if delay is None else "retried")
         if delay is None:
             log.warning(
                 "webhook delivery %s to %s failed for good: %s", delivery_id, target_name, result.reason
@@ -109,6 +118,26 @@ class DeliveryLoop:
             await self._record(delivery_id, "failed", attempts, None, error)
         else:
             await self._record(delivery_id, "pending", attempts, now + timedelta(seconds=delay), error)
+
+    def _count(self, connector: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.count(connector, outcome)
+
+    async def _measure_backlog(self) -> None:
+        d = deliveries.c
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(d.target, func.count()).where(d.status == "pending").group_by(d.target)
+            )
+            pending = {target: int(n) for target, n in rows}
+        assert self._metrics is not None
+        for kind in ("webhook", "email"):
+            names = [
+                n
+                for n, s in self._subscriptions.items()
+                if isinstance(s.target, EmailTarget) == (kind == "email")
+            ]
+            self._metrics.lag.labels(connector=kind).set(sum(pending.get(n, 0) for n in names))
 
     async def _record(
         self,

@@ -247,3 +247,13 @@ def test_the_import_command_runs_as_a_process_and_reports_bad_rows(
     assert done.returncode == 1, done.stderr  # some rows refused, the others published
     lines = report.read_text(encoding="utf-8-sig").splitlines()
     assert any("立案日期" in line and "2026年13月40日" in line for line in lines), lines
+    # The run's outcome is kept in the hub's store: `connectors status` shows it.
+    status = subprocess.run(
+        [sys.executable, "-m", "services.cli", "connectors", "status"],
+        env={**os.environ, "LIANDONG_DATA_DIR": str(tmp_path)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "台账.xlsx: 2 published, 1 rejected" in status.stdout, status.stdout + status.stderr

@@ -147,3 +147,34 @@ def test_webhook_subscriptions_read_secrets_from_the_environment_only(tmp_path: 
     assert "s3cret" not in repr(subs)
     with pytest.raises(Exception, match="HOOK_SECRET is not set"):
         load_subscriptions(path, Directory.load(), {})
+
+
+async def test_deliveries_are_counted_as_connector_metrics(
+    engine: AsyncEngine, codec: EventCodec, receiver: Receiver
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from connectors.framework import ConnectorMetrics
+
+    registry = CollectorRegistry()
+    await project_alert(engine, codec, "clock-000000000021", "receiver/hook")
+    await project_alert(engine, codec, "clock-000000000022", "receiver/status/503")
+    subs = {
+        "receiver/hook": Subscription(UNIT, receiver.target("/hook")),
+        "receiver/status/503": Subscription(UNIT, receiver.target("/status/503")),
+    }
+    metrics = ConnectorMetrics.create(registry)
+    loop = DeliveryLoop(
+        engine,
+        subs,
+        WebhookSender(timeout_s=5),
+        RetryPolicy(rng=random.Random(3)),
+        lambda: NOW,
+        metrics=metrics,
+    )
+    await loop.tick()
+    sample = registry.get_sample_value
+    assert sample("liandong_connector_records_total", {"connector": "webhook", "outcome": "published"}) == 1
+    assert sample("liandong_connector_records_total", {"connector": "webhook", "outcome": "retried"}) == 1
+    await loop.tick()  # the backlog is measured at the start of a tick: the 503 delivery is still pending
+    assert sample("liandong_connector_lag_records", {"connector": "webhook"}) == 1
