@@ -104,8 +104,8 @@ async def writer(dsn: str, n: int, written: dict[str, list[int]]) -> None:
                     await insert(conn, unit, subject, filed_data(unit, f"outbox row {left - i}"))
                     for i in range(size)
                 ]
-                # why: a slow transaction that took its ids early and commits late (the race under test)
-                await asyncio.sleep(rng.uniform(0, 0.2))
+                # A slow transaction that took its ids early and commits late: the race under test.
+                await asyncio.sleep(rng.uniform(0, 0.2))  # why: the commit delay is the thing under test
             written[subject].extend(ids)
             left -= size
     finally:
