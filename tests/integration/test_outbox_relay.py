@@ -112,25 +112,54 @@ async def writer(dsn: str, n: int, written: dict[str, list[int]]) -> None:
         await conn.close()
 
 
+async def straggle(dsn: str, batches: list[Sequence[OutboxRow]], written: dict[str, list[int]]) -> None:
+    """The race, made certain: transaction X takes id a+1 while Y, which took id a first, goes on to
+    take a+2 and commits; the relay publishes a+2; only then does X commit. A relay reading
+    `WHERE id > last_id` would now skip a+1 for ever."""
+    unit = UNITS[0]
+    y, x = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        y_tx, x_tx = y.transaction(), x.transaction()
+        await y_tx.start()
+        await x_tx.start()
+        first = await insert(y, unit, "OB-Y", filed_data(unit, "Y first"))
+        late = await insert(x, unit, "OB-X", filed_data(unit, "X, committed late"))
+        second = await insert(y, unit, "OB-Y", filed_data(unit, "Y second"))
+        await y_tx.commit()
+
+        async def relayed(row_id: int) -> bool:
+            return any(r.id == row_id for batch in batches for r in batch)
+
+        await wait_for(lambda: relayed(second), 30, "the relay to publish Y's rows while X is open")
+        await x_tx.commit()
+        written["OB-Y"] += [first, second]
+        written["OB-X"] += [late]
+    finally:
+        await y.close()
+        await x.close()
+
+
 async def test_concurrent_late_commits_arrive_exactly_once_and_in_order(
     outbox_dsn: str, fresh_broker: EmbeddedBroker
 ) -> None:
     batches: list[Sequence[OutboxRow]] = []
-    written: dict[str, list[int]] = {f"OB-W{n}": [] for n in range(WRITERS)}
+    written: dict[str, list[int]] = {f"OB-W{n}": [] for n in range(WRITERS)} | {"OB-Y": [], "OB-X": []}
+    total = WRITERS * ROWS_PER_WRITER + 3
     stop = asyncio.Event()
     async with OutboxRelay(outbox_dsn, fresh_broker.bootstrap, batch=50, on_batch=batches.append) as relay:
         relaying = asyncio.create_task(relay.run(stop, interval_s=0.01))
+        await straggle(outbox_dsn, batches, written)
         await asyncio.gather(*(writer(outbox_dsn, n, written) for n in range(WRITERS)))
 
         async def caught_up() -> bool:
             if relaying.done():
                 relaying.result()
-            return sum(len(b) for b in batches) >= WRITERS * ROWS_PER_WRITER
+            return sum(len(b) for b in batches) >= total
 
-        await wait_for(caught_up, 60, "the relay to catch up with 400 rows")
+        await wait_for(caught_up, 60, f"the relay to catch up with {total} rows")
         stop.set()
         await relaying
-        assert relay.health.counts["published"] == WRITERS * ROWS_PER_WRITER
+        assert relay.health.counts["published"] == total
         assert relay.health.counts["rejected"] == 0
 
     relayed = [row for batch in batches for row in batch]
@@ -145,11 +174,12 @@ async def test_concurrent_late_commits_arrive_exactly_once_and_in_order(
         late += sum(1 for r in batch if r.id < highest_so_far)
         highest_so_far = max([highest_so_far, *(r.id for r in batch)])
     assert late > 0, "no row committed late; the test did not exercise the race"
+    assert written["OB-X"][0] < written["OB-Y"][1]
 
     expected = {event_id_for(r.unit, f"outbox:{r.id}"): r.id for r in relayed}
     on_broker = ids_of(await read_topic(fresh_broker.bootstrap, CASE_TOPIC))
     assert set(on_broker) == set(expected)
-    assert len(on_broker) == WRITERS * ROWS_PER_WRITER
+    assert len(on_broker) == total
     assert [n for n in on_broker.values() if n != 1] == [], "some event arrived more than once"
 
     # Each writer committed its transactions one after another: its rows arrive in commit order.
@@ -168,11 +198,11 @@ async def test_concurrent_late_commits_arrive_exactly_once_and_in_order(
     finally:
         await conn.close()
     async with OutboxRelay(outbox_dsn, fresh_broker.bootstrap, batch=500) as again:
-        assert await again.run_once() == WRITERS * ROWS_PER_WRITER
+        assert await again.run_once() == total
         assert await again.run_once() == 0
     replayed = ids_of(await read_topic(fresh_broker.bootstrap, CASE_TOPIC))
     assert set(replayed) == set(expected)
-    assert len(replayed) == WRITERS * ROWS_PER_WRITER
+    assert len(replayed) == total
 
 
 async def test_an_invalid_row_is_dead_lettered_and_later_rows_still_arrive(
