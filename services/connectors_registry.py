@@ -66,8 +66,10 @@ def connectors(settings: Settings) -> list[ConnectorInfo]:
             "inbound",
             "数据库发件箱",
             "Agency PostgreSQL outbox table",
-            True,
-            "connectors.outbox.OutboxRelay",
+            settings.outbox_dsn is not None,
+            f"liandong outbox-relay, table {settings.outbox_table}"
+            if settings.outbox_dsn
+            else "LIANDONG_OUTBOX_DSN not set",
         ),
         ConnectorInfo(
             "webhook",

@@ -252,7 +252,8 @@ async def list_clocks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
     c = clocks.c
-    query = select(clocks).order_by(c.deadline, c.clock_id).limit(limit)
+    # A clock known only from its stop event (it arrived before its start) has not started yet.
+    query = select(clocks).where(c.started_at.is_not(None)).order_by(c.deadline, c.clock_id).limit(limit)
     if area is not None:
         query = query.where(c.area == area)
     if subject is not None:

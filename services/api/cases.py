@@ -62,7 +62,8 @@ async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
         body["matters"] = [{"area": m.area, "id": m.subject_id} for m in linked]
         case_clocks = await conn.execute(
             select(clocks)
-            .where(clocks.c.area == "case", clocks.c.subject == case_id)
+            # A clock known only from its stop event has not started: nothing to show yet.
+            .where(clocks.c.area == "case", clocks.c.subject == case_id, clocks.c.started_at.is_not(None))
             .order_by(clocks.c.deadline)
         )
         body["clocks"] = [clock_json(row) for row in case_clocks]

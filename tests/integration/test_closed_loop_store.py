@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -252,3 +253,31 @@ def _local_day(value: object) -> date:
     assert isinstance(value, datetime)
     moment = value if value.tzinfo else value.replace(tzinfo=UTC)
     return moment.astimezone(CN).date()
+
+
+async def test_the_case_page_shows_only_clocks_that_have_started(
+    engine: AsyncEngine, codec: EventCodec, store_url: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    from services.api.app import create_app
+    from services.settings import Settings
+    from tests.support import case_event
+
+    # Filing stops the filing-decision clock, which (with no lead) never started; it starts the
+    # decision clock.
+    await Loop(engine, codec).project(case_event("filed", "PG-1", time_=T0), now=T0)
+    app = create_app(
+        Settings.from_env({"LIANDONG_DATA_DIR": str(tmp_path), "LIANDONG_DATABASE_URL": store_url}),
+        "127.0.0.1:1",
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client,
+    ):
+        case = (await client.get("/v1/cases/PG-1")).json()
+    assert [c["rule_id"] for c in case["clocks"]] == ["case.decision"]
+    # 90 calendar days end on Sunday 2027-01-31, so the period runs to Monday (23:59:59 +08:00);
+    # 2027 has no official holiday data yet, so the deadline is provisional.
+    assert case["clocks"][0]["deadline"] == "2027-02-01T15:59:59+00:00"
+    assert case["clocks"][0]["provisional"] is True

@@ -56,6 +56,9 @@ def test_connectors_list_names_every_connector_and_what_is_configured(tmp_path: 
     assert "jb-mail" in email_line
     webhook_line = next(line for line in listed.stdout.splitlines() if " webhook " in line)
     assert webhook_line.startswith("·")
+    outbox_line = next(line for line in listed.stdout.splitlines() if " outbox-relay " in line)
+    assert outbox_line.startswith("·")
+    assert "LIANDONG_OUTBOX_DSN not set" in outbox_line
 
 
 def test_connectors_status_succeeds_on_a_fresh_store(tmp_path: Path) -> None:
