@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,16 @@ class ClockRules:
     rules: Mapping[str, ClockRule]
     ladder: Ladder
     overrides: Mapping[tuple[str, str], int]
+    # (area, event) -> rules it may trigger; built once, because every event of every batch asks.
+    index: Mapping[tuple[str, str], tuple[ClockRule, ...]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        built: dict[tuple[str, str], list[ClockRule]] = {}
+        for rule in self.rules.values():
+            triggers = (*rule.start, *rule.stop, *rule.reset, *rule.extend, *rule.pause, *rule.resume)
+            for name in {t.event for t in triggers}:
+                built.setdefault((rule.area, name), []).append(rule)
+        object.__setattr__(self, "index", {key: tuple(rules) for key, rules in built.items()})
 
     @classmethod
     def load(cls, path: Path = DEFAULT_PATH) -> ClockRules:
@@ -113,6 +123,10 @@ class ClockRules:
 
     def for_area(self, area: str) -> Sequence[ClockRule]:
         return [r for r in self.rules.values() if r.area == area]
+
+    def for_event(self, area: str, event: str) -> Sequence[ClockRule]:
+        """The rules any of whose triggers name `area.event`: the only ones an event can touch."""
+        return self.index.get((area, event), ())
 
 
 def _triggers(raw: list[Mapping[str, Any]] | None) -> tuple[Trigger, ...]:

@@ -308,7 +308,7 @@ def touched(rules: ClockRules, events: Iterable[Envelope]) -> list[tuple[ClockRu
     """(rule, role, event, party) for every clock an event concerns."""
     out: list[tuple[ClockRule, str, Envelope, str]] = []
     for event in events:
-        for rule in rules.for_area(event.area):
+        for rule in rules.for_event(event.area, event.event_name):
             role = rule.role(event)
             if role is None:
                 continue
