@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, true, update
+from sqlalchemy import select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.mechanisms import Mechanisms
 from projections.anomalies import HistoryEntry, detect
-from projections.db import upsert
+from projections.db import pairs_in, upsert
 from projections.runtime import Positioned
 from projections.schema import anomalies, cases, event_history
 
@@ -34,7 +33,7 @@ class AnomalyProjection:
         h = event_history.c
         rows = await conn.execute(
             select(h.area, h.subject, h.event_id, h.type, h.occurred_at)
-            .where(_touched(h.area, h.subject, subjects))
+            .where(pairs_in(h.area, h.subject, subjects))
             .order_by(h.occurred_at, h.event_id)
         )
         for row in rows:
@@ -82,17 +81,8 @@ class AnomalyProjection:
         # A late predecessor (the filing that arrives after its decision) resolves the anomaly.
         await conn.execute(
             update(anomalies)
-            .where(_touched(a.area, a.subject, subjects))
+            .where(pairs_in(a.area, a.subject, subjects))
             .where(a.resolved_at.is_(None))
             .where(a.anomaly_id.not_in([x.anomaly_id for x in found]))
             .values(resolved_at=now)
         )
-
-
-def _touched(area: Any, subject: Any, subjects: set[tuple[str, str]]) -> ColumnElement[bool]:
-    """(area, subject) in `subjects`, as one IN list per area: a batch touches few areas and many
-    subjects, and one OR term per subject costs more to build than the query costs to run."""
-    by_area: dict[str, list[str]] = defaultdict(list)
-    for a, s in subjects:
-        by_area[a].append(s)
-    return or_(*(and_(area == a, subject.in_(names)) for a, names in by_area.items()))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, and_, event, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.schema import Table
@@ -35,3 +37,12 @@ def upsert(conn: AsyncConnection, table: Table) -> Any:
     if conn.dialect.name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {conn.dialect.name}")
+
+
+def pairs_in(first: Any, second: Any, pairs: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
+    """(first, second) in `pairs`, as one IN list per value of `first`: a batch touches few areas and
+    many subjects, and one OR term per pair costs more to build than the query costs to run."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for a, b in pairs:
+        grouped[a].append(b)
+    return or_(*(and_(first == a, second.in_(bs)) for a, bs in grouped.items()))

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.http_gateway.ingest import FieldProblem, township_fields
 from events.catalog import Catalog
 from events.directory import Directory
 from events.envelope import Envelope
+from projections.db import pairs_in
 from projections.schema import cases, matter_parties, matters
 
 
@@ -43,10 +44,10 @@ async def out_of_scope(
                     parties[("case", row.case_id)].add(row.handling_unit)
         if others:
             m, mp = matters.c, matter_parties.c
-            match = or_(*(and_(m.area == a, m.subject_id == s) for a, s in others))
+            match = pairs_in(m.area, m.subject_id, others)
             for row in await conn.execute(select(m.area, m.subject_id, m.township).where(match)):
                 townships[(row.area, row.subject_id)] = row.township
-            match_p = or_(*(and_(mp.area == a, mp.subject_id == s) for a, s in others))
+            match_p = pairs_in(mp.area, mp.subject_id, others)
             for row in await conn.execute(select(mp.area, mp.subject_id, mp.unit_id).where(match_p)):
                 parties[(row.area, row.subject_id)].add(row.unit_id)
     problems: list[FieldProblem] = []
