@@ -2,7 +2,8 @@
 
 `apply` is pure. Stages only move forward by rank, and set columns keep their first value, so
 events that arrive out of order (closed before filed) converge to the same row as events in order.
-Events that do not move a case along (publication, reconsideration, lawsuits) only count.
+Events that do not move a case along (publication, reconsideration, lawsuits) only count; the first
+reconsideration's filing time and result are kept for the yearly figures.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ SETTABLE = (
     "filed_at",
     "decided_at",
     "closed_at",
+    "reconsideration_filed_at",
+    "reconsideration_result",
 )
 
 
@@ -124,6 +127,10 @@ def _values(name: str, data: Mapping[str, Any], at: datetime) -> dict[str, Any]:
         }
     if name == "closed":
         return {"closed_at": at}
+    if name == "reconsideration_filed":
+        return {"reconsideration_filed_at": at}
+    if name == "reconsideration_decided":
+        return {"reconsideration_result": data["result"]}
     return {}
 
 

@@ -57,8 +57,14 @@ cases = Table(
     Column("closed_at", DateTime(timezone=True), nullable=True),
     Column("last_event_at", DateTime(timezone=True), nullable=False),
     Column("event_count", Integer, nullable=False),
+    # The first reconsideration (复议) brought against the decision, and its result (撤改 when
+    # revoked or changed): the yearly figures count them.
+    Column("reconsideration_filed_at", DateTime(timezone=True), nullable=True),
+    Column("reconsideration_result", String(32), nullable=True),
 )
 Index("ix_cases_township_case", cases.c.township, cases.c.case_id)
+Index("ix_cases_filed_at", cases.c.filed_at)
+Index("ix_cases_reconsideration_filed_at", cases.c.reconsideration_filed_at)
 
 event_history = Table(
     "event_history",

@@ -14,7 +14,7 @@ from events.catalog import Catalog
 from events.directory import Directory
 from events.serde import EventCodec
 from projections.db import make_engine
-from services.api import alerts, cases, ingest, matters, ops, publications
+from services.api import alerts, cases, ingest, matters, ops, publications, stats
 from services.api.context import ApiContext
 from services.metrics import GatewayMetrics
 from services.registry import make_registry
@@ -62,5 +62,6 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     app.include_router(matters.router, tags=["matters"])
     app.include_router(alerts.router, tags=["closed loop"])
     app.include_router(publications.router, tags=["publication"])
+    app.include_router(stats.router, tags=["analysis"])
     app.include_router(ops.router, tags=["ops"])
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -263,8 +264,25 @@ def test_an_event_that_does_not_move_a_case_keeps_the_stage_and_only_counts(shor
     assert (after.stage, after.stage_rank) == (before.stage, before.stage_rank)
     assert (after.stage, after.stage_rank) == ("decided", STAGE_RANKS["decided"])
     assert after.event_count == before.event_count + 1
-    assert dict(after.values) == dict(before.values)
+    kept = {k: v for k, v in after.values.items() if k not in RECONSIDERATION_COLUMNS}
+    assert kept == dict(before.values)
     assert after.last_event_at == later.time
+
+
+RECONSIDERATION_COLUMNS = ("reconsideration_filed_at", "reconsideration_result")
+
+
+def test_a_reconsideration_keeps_its_filing_time_and_its_first_result() -> None:
+    events = lifecycle()
+    brought = sampled("case.reconsideration_filed.v1", time_=T0 + timedelta(days=20))
+    revoked = sampled("case.reconsideration_decided.v1", time_=T0 + timedelta(days=70))
+    revoked = replace(revoked, data={**revoked.data, "result": "revoked"})
+    upheld = replace(revoked, data={**revoked.data, "result": "upheld"})
+
+    after = fold([revoked, events["filed"], brought, upheld])[CASE]
+
+    assert after.values["reconsideration_filed_at"] == brought.time
+    assert after.values["reconsideration_result"] == "revoked"
 
 
 def test_a_case_known_only_from_events_that_do_not_move_it_has_the_lowest_stage() -> None:
