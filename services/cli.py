@@ -27,9 +27,39 @@ def _need_bootstrap(settings: Settings) -> str:
 
 
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from services.up import run_up
+    from services.up import DemoOptions, run_up
 
-    return run_up(settings)
+    demo = DemoOptions(minutes=args.demo_minutes, seed=args.seed) if args.demo else None
+    return run_up(settings, demo)
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from connectors.simulator.runner import Pace
+    from services.simulate import SimulateOptions, run_simulate
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    try:
+        pace = Pace.of(args.speed, args.duration_min, args.year)
+    except ValueError as exc:
+        print(f"参数错误 invalid option: {exc}", file=sys.stderr)
+        return 2
+    options = SimulateOptions(
+        seed=args.seed,
+        year=args.year,
+        pace=pace,
+        clock_file=path(args.clock_file),
+        api_url=args.api,
+        keys_file=path(args.keys_file),
+        work_dir=path(args.work_dir),
+        summary_file=path(args.summary),
+        output=path(args.output),
+        hub_metrics=args.hub_metrics,
+    )
+    return run_simulate(settings, options)
 
 
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,9 +185,31 @@ def _cmd_outbox_relay(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run broker (embedded unless configured), worker and API").set_defaults(
-        run=_cmd_up
+    up = sub.add_parser("up", help="run broker (embedded unless configured), worker and API")
+    up.add_argument("--demo", action="store_true", help="also play a simulated year into the hub (联动演示)")
+    up.add_argument("--demo-minutes", type=float, default=10.0, help="wall minutes for the simulated year")
+    up.add_argument("--seed", type=int, default=2022, help="the demo's seed")
+    up.set_defaults(run=_cmd_up)
+    sim = sub.add_parser("simulate", help="play a simulated year of Panyu's enforcement traffic into the hub")
+    sim.add_argument("--seed", type=int, default=2022, help="same seed, same events and ids")
+    sim.add_argument("--year", type=int, default=2022)
+    pace = sim.add_mutually_exclusive_group()
+    pace.add_argument("--speed", default="max", help="simulated seconds per wall second, or 'max' (default)")
+    pace.add_argument("--duration-min", type=float, help="play the whole year in this many wall minutes")
+    sim.add_argument("--clock-file", help="write the simulated time here (for LIANDONG_TIME_SOURCE=file:...)")
+    sim.add_argument("--api", help="the hub's API (default: LIANDONG_API_HOST and LIANDONG_API_PORT)")
+    sim.add_argument("--keys-file", help="gateway keys by unit (JSON); missing keys are issued and added")
+    sim.add_argument("--work-dir", help="where the spreadsheet exports go (default: <data dir>/simulator)")
+    sim.add_argument("--summary", help="write a JSON summary of the run here")
+    sim.add_argument(
+        "--output", help="write the stream as JSON lines here ('-': stdout) instead of publishing"
     )
+    sim.add_argument(
+        "--hub-metrics",
+        metavar="URL",
+        help="the worker's /metrics: hold the clock until it projected the events",
+    )
+    sim.set_defaults(run=_cmd_simulate)
     sub.add_parser("api", help="run the HTTP API").set_defaults(run=_cmd_api)
     sub.add_parser("worker", help="run the stream worker").set_defaults(run=_cmd_worker)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_cmd_migrate)

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from connectors.kafka.topics import ensure_topics
@@ -56,7 +58,59 @@ def _stop_children(children: list[subprocess.Popen[bytes]], timeout_s: float = 2
             child.wait()
 
 
-def run_up(settings: Settings) -> int:
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """`up --demo`: a simulated year played into the hub, its clocks following the simulated time."""
+
+    minutes: float = 10.0
+    seed: int = 2022
+    year: int = 2022
+
+    def clock_file(self, settings: Settings) -> Path:
+        return settings.data_dir / "demo-clock.txt"
+
+    def hub_env(self, settings: Settings) -> dict[str, str]:
+        return {
+            "LIANDONG_TIME_SOURCE": f"file:{self.clock_file(settings)}",
+            # A wall second is about a simulated day: allow a day for the worker to project a receipt
+            # before a passed threshold counts, and scan every wall second.
+            "LIANDONG_ALERT_GRACE_S": "86400",
+            "LIANDONG_CLOCK_SCAN_INTERVAL_MS": "1000",
+        }
+
+    def command(self, settings: Settings, api: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "simulate",
+            "--seed",
+            str(self.seed),
+            "--year",
+            str(self.year),
+            "--duration-min",
+            str(self.minutes),
+            "--clock-file",
+            str(self.clock_file(settings)),
+            "--api",
+            api,
+            "--keys-file",
+            str(settings.data_dir / "demo-keys.json"),
+            "--summary",
+            str(settings.data_dir / "demo-summary.json"),
+            "--hub-metrics",
+            f"http://127.0.0.1:{settings.worker_web_port}/metrics",
+        ]
+
+
+def _start_clock(demo: DemoOptions, settings: Settings) -> None:
+    from connectors.simulator.runner import ClockFile
+    from connectors.simulator.timing import year_bounds
+
+    ClockFile(demo.clock_file(settings)).write(year_bounds(demo.year)[0])
+
+
+def run_up(settings: Settings, demo: DemoOptions | None = None) -> int:
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -68,6 +122,7 @@ def run_up(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker: EmbeddedBroker | None = None
     children: list[subprocess.Popen[bytes]] = []
+    sims: list[subprocess.Popen[bytes]] = []
     try:
         if settings.kafka_bootstrap is None:
             broker = EmbeddedBroker(settings.broker_port, settings.data_dir / "broker.log")
@@ -95,6 +150,9 @@ def run_up(settings: Settings) -> int:
             "LIANDONG_DATA_DIR": str(settings.data_dir),
         }
         env["LIANDONG_DATABASE_URL"] = settings.database_url
+        if demo is not None:
+            _start_clock(demo, settings)
+            env.update(demo.hub_env(settings))
         for role in ("worker", "api"):
             children.append(
                 subprocess.Popen(
@@ -113,8 +171,32 @@ def run_up(settings: Settings) -> int:
             f"接口已就绪：{api}（文档 {api}/docs），pid {children[1].pid}",
             f"API ready at {api} (OpenAPI docs at {api}/docs), pid {children[1].pid}",
         )
+        simulator: subprocess.Popen[bytes] | None = None
+        if demo is not None:
+            simulator = subprocess.Popen(demo.command(settings, api), env=env, start_new_session=True)
+            sims.append(simulator)
+            _say(
+                f"演示：模拟 {demo.year} 年番禺执法数据，约 {demo.minutes:g} 分钟，pid {simulator.pid}；"
+                f"模拟时钟 {demo.clock_file(settings)}",
+                f"demo: simulating {demo.year} in about {demo.minutes:g} min, pid {simulator.pid}; the "
+                f"hub's clocks follow {demo.clock_file(settings)}. Watch "
+                f"{api}/v1/stats/calibration?year={demo.year}, {api}/v1/clocks and "
+                f"{api}/v1/matters?open=true",
+            )
         _say("按 Ctrl-C 停止", "press Ctrl-C to stop")
         while not stop.wait(0.5):
+            if simulator is not None and simulator.poll() is not None:
+                if simulator.returncode == 0:
+                    _say(
+                        "演示：模拟年度已完成，平台继续运行",
+                        "demo: the simulated year is complete; the hub keeps running",
+                    )
+                else:
+                    _say(
+                        f"演示：模拟器退出，代码 {simulator.returncode}",
+                        f"demo: the simulator exited with {simulator.returncode}",
+                    )
+                simulator = None
             if broker is not None and not broker.alive():
                 _say("消息中间件意外退出", "the embedded broker exited unexpectedly; stopping")
                 return 1
@@ -128,7 +210,7 @@ def run_up(settings: Settings) -> int:
         _say("正在停止", "stopping")
         return 0
     finally:
-        _stop_children(children)
+        _stop_children(sims + children)
         if broker is not None:
             broker.stop()
         _say("已停止", "stopped")
