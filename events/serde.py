@@ -41,6 +41,9 @@ class DecodeError(ValueError):
 class _WriterSchema:
     kind: EventKind
     parsed: Any
+    # None when the writer is the latest revision: nothing to resolve, and fastavro skips the
+    # resolution step only when it is given no reader schema.
+    reader: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,8 @@ class EventCodec:
             self._latest[kind.type] = latest
             for revision in kind.revisions:
                 schema_id = await self._registry.register(kind.subject, revision)
-                self._readers[schema_id] = _WriterSchema(kind, parse_schema(dict(revision)))
+                reader = None if revision is kind.latest else latest
+                self._readers[schema_id] = _WriterSchema(kind, parse_schema(dict(revision)), reader)
             self._writers[kind.type] = (schema_id, latest)
 
     def encode(self, event: Envelope) -> EncodedRecord:
@@ -108,9 +112,7 @@ class EventCodec:
         if writer.kind.type != event_type:
             raise DecodeError("schema_mismatch", f"schema {schema_id} is not for {event_type}")
         try:
-            raw = schemaless_reader(
-                io.BytesIO(value[_HEADER.size :]), writer.parsed, self._latest[event_type]
-            )
+            raw = schemaless_reader(io.BytesIO(value[_HEADER.size :]), writer.parsed, writer.reader)
             data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
             occurred = datetime.fromisoformat(attrs["ce_time"]).astimezone(UTC)
         except (ValueError, EOFError, IndexError, TypeError) as exc:

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.envelope import TYPE_PREFIX
-from projections.db import upsert
+from projections.bulk import merge
 from projections.runtime import Positioned
 from projections.schema import alert_recipients, alerts, deliveries
 
@@ -70,17 +70,18 @@ class AlertProjection:
                 }
                 for e in raised
             ]
-            await conn.execute(upsert(conn, alerts).on_conflict_do_nothing(index_elements=["alert_id"]), rows)
+            await merge(conn, alerts, rows, _new_alerts)
             recipients = [
                 {"alert_id": e.data["alert_id"], "unit_id": unit}
                 for e in raised
                 for unit in e.data["recipients"]
             ]
-            if recipients:
-                stmt = upsert(conn, alert_recipients).on_conflict_do_nothing(
-                    index_elements=["alert_id", "unit_id"]
-                )
-                await conn.execute(stmt, recipients)
+            await merge(
+                conn,
+                alert_recipients,
+                recipients,
+                _new_recipients,
+            )
             await self._queue_deliveries(conn, raised)
         for e in ordered:
             if e.type == WITHDRAWN:
@@ -117,7 +118,16 @@ class AlertProjection:
             for unit in e.data["recipients"]
             for target in self._targets.get(unit, ())
         ]
-        if rows:
-            await conn.execute(
-                upsert(conn, deliveries).on_conflict_do_nothing(index_elements=["delivery_id"]), rows
-            )
+        await merge(conn, deliveries, rows, _new_deliveries)
+
+
+def _new_alerts(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing(index_elements=["alert_id"])
+
+
+def _new_recipients(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing(index_elements=["alert_id", "unit_id"])
+
+
+def _new_deliveries(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing(index_elements=["delivery_id"])

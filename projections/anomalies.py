@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from events.mechanisms import Mechanisms
+from projections.steps import Lifecycles
 
 _NAMESPACE = uuid.UUID("7b1f3c52-9d0e-4d43-a6a1-5a8f0c2e9b11")
 
@@ -21,8 +22,9 @@ DATA_QUALITY = "data_quality"
 THREE_SYSTEMS = "three_systems"
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
+class HistoryEntry(NamedTuple):
+    """A tuple, not a dataclass: a batch reads the whole history of every subject it touches."""
+
     event_id: str
     type: str
     occurred_at: datetime
@@ -46,16 +48,19 @@ def anomaly_id(kind: str, event_id: str) -> str:
 
 
 def detect(
-    area: str, subject: str, history: Sequence[HistoryEntry], major_case: bool, mechanisms: Mechanisms
+    area: str, subject: str, history: Sequence[HistoryEntry], major_case: bool, mechanisms: Lifecycles
 ) -> list[Anomaly]:
-    seen: list[tuple[str, datetime]] = []
-    for entry in history:
-        step = mechanisms.step(entry.type)
+    steps = [mechanisms.step(entry.type) for entry in history]
+    # A requirement is met when one of the required steps occurred at or before the entry: the
+    # earliest occurrence of each step is all that needs comparing.
+    earliest: dict[str, datetime] = {}
+    for entry, step in zip(history, steps, strict=True):
         if step is not None:
-            seen.append((step.event, entry.occurred_at))
+            at = earliest.get(step.event)
+            if at is None or entry.occurred_at < at:
+                earliest[step.event] = entry.occurred_at
     found: list[Anomaly] = []
-    for entry in history:
-        step = mechanisms.step(entry.type)
+    for entry, step in zip(history, steps, strict=True):
         if step is None:
             continue
         checks = [("out_of_order", DATA_QUALITY, step.requires)]
@@ -64,7 +69,7 @@ def detect(
         for kind, category, required in checks:
             if not required:
                 continue
-            if any(name in required and at <= entry.occurred_at for name, at in seen):
+            if any((at := earliest.get(name)) is not None and at <= entry.occurred_at for name in required):
                 continue
             found.append(
                 Anomaly(

@@ -7,17 +7,18 @@ the unit's override and the working-day calendar, which SQL cannot compute.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.clock_rules import ClockRule, ClockRules
-from events.envelope import TYPE_PREFIX
+from events.envelope import TYPE_PREFIX, Envelope
 from projections import clocks as engine
-from projections.db import upsert
+from projections.bulk import any_of, merge
 from projections.runtime import Positioned
 from projections.schema import cases
 from projections.schema import clocks as clocks_table
@@ -41,26 +42,36 @@ _STATE_COLUMNS = (
 )
 
 
+_STATE_VALUES = attrgetter(*_STATE_COLUMNS)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite returns naive datetimes; every stored time is UTC.
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+# Every field of a ClockState is a column of the same name; the sets of levels are stored as text.
+_ROW_VALUES = itemgetter(*engine.CLOCK_FIELDS)
+_TIMES = tuple(
+    i
+    for i, name in enumerate(engine.CLOCK_FIELDS)
+    if name in ("started_at", "reset_at", "stopped_at", "acknowledged_at", "paused_at", "resumed_at")
+)
+_LEVELS = tuple(i for i, name in enumerate(engine.CLOCK_FIELDS) if name in ("fired", "withdrawn"))
+
+
 def state_from_row(row: Row[Any] | Mapping[str, Any]) -> engine.ClockState:
-    m = row._mapping if isinstance(row, Row) else row
-    values = {name: m[name] for name in _STATE_COLUMNS}
-    for name in ("started_at", "reset_at", "stopped_at", "acknowledged_at", "paused_at", "resumed_at"):
-        values[name] = _utc(values[name])
-    return engine.ClockState(
-        clock_id=m["clock_id"],
-        rule_id=m["rule_id"],
-        area=m["area"],
-        subject=m["subject"],
-        party=m["party"],
-        fired=frozenset(x for x in m["fired"].split(",") if x),
-        withdrawn=frozenset(x for x in m["withdrawn"].split(",") if x),
-        **values,
-    )
+    """A clock as stored, read by position: a batch reads thousands of them."""
+    values = list(_ROW_VALUES(row._mapping if isinstance(row, Row) else row))
+    for i in _TIMES:
+        values[i] = _utc(values[i])
+    for i in _LEVELS:
+        values[i] = _levels(values[i])
+    return engine.ClockState(*values)
+
+
+def _levels(text: str) -> frozenset[str]:
+    return frozenset(filter(None, text.split(","))) if text else frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +89,7 @@ def state_row(
     now: datetime,
 ) -> dict[str, Any]:
     plan = engine.schedule(state, rule, rules, calendar)
-    row = {name: getattr(state, name) for name in _STATE_COLUMNS}
+    row = dict(zip(_STATE_COLUMNS, _STATE_VALUES(state), strict=True))
     row.update(
         clock_id=state.clock_id,
         rule_id=state.rule_id,
@@ -98,11 +109,13 @@ def state_row(
 
 
 async def write_states(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    stmt = upsert(conn, clocks_table)
+    """Upsert whole clock rows (one per clock id)."""
+    await merge(conn, clocks_table, rows, _whole_row)
+
+
+def _whole_row(stmt: Any) -> Any:
     set_ = {c.name: stmt.excluded[c.name] for c in clocks_table.c if c.name != "clock_id"}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=["clock_id"], set_=set_), list(rows))
+    return stmt.on_conflict_do_update(index_elements=["clock_id"], set_=set_)
 
 
 class ClockProjection:
@@ -118,7 +131,8 @@ class ClockProjection:
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._rules = rules
-        self._calendar = calendar
+        self._calendar = engine.cached(calendar)
+        self._triggers = engine.Triggers(rules)
         self._settings = settings
         self._areas = {r.area for r in rules.rules.values()}
         self._now = now or (lambda: datetime.now(UTC))
@@ -129,26 +143,50 @@ class ClockProjection:
 
     async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> None:
         ordered = sorted((p.event for p in events), key=lambda e: e.time)
-        touched = engine.touched(self._rules, ordered)
+        # Each clock's changes, in time order: its id is computed once, and its state is folded
+        # once per batch, however many of the batch's events concern it.
+        changes: dict[str, list[tuple[ClockRule, str, Envelope, str]]] = {}
+        for change in self._triggers.touched(ordered):
+            rule, _role, event, party = change
+            key = engine.clock_id(rule.id, event.area, event.subject, party)
+            mine = changes.get(key)
+            if mine is None:
+                changes[key] = [change]
+            else:
+                mine.append(change)
         acks = [e for e in ordered if e.type == ACKNOWLEDGED]
-        keys = {engine.clock_id(r.id, e.area, e.subject, party) for r, _, e, party in touched}
-        keys |= {e.subject for e in acks}
+        keys = set(changes) | {e.subject for e in acks}
         if not keys:
             return
-        rows = await conn.execute(select(clocks_table).where(clocks_table.c.clock_id.in_(keys)))
+        # Locked, in key order: a scanner that claimed one of these clocks finishes first (and the
+        # scanner skips the rows locked here), so neither overwrites the other's `fired`. The order
+        # keeps two workers that touch the same clocks from deadlocking.
+        rows = await conn.execute(
+            select(clocks_table)
+            .where(any_of(conn, clocks_table.c.clock_id, keys))
+            .order_by(clocks_table.c.clock_id)
+            .with_for_update()
+        )
         states = {row.clock_id: state_from_row(row) for row in rows}
-        case_facts = await self._case_facts(conn, {e.subject for _, _, e, _ in touched if e.area == "case"})
-        for rule, role, event, party in touched:
-            key = engine.clock_id(rule.id, event.area, event.subject, party)
-            state = states.get(key) or engine.ClockState(key, rule.id, event.area, event.subject, party)
-            if role == "start" and state.responsible is None:
-                responsible, township, case_id = self._who(rule, event, party, case_facts.get(event.subject))
-                state = replace(state, responsible=responsible, township=township, case_id=case_id)
-            states[key] = engine.apply(state, rule, role, event)
+        case_ids = {e.subject for mine in changes.values() for _, _, e, _ in mine if e.area == "case"}
+        case_facts = await self._case_facts(conn, case_ids)
+        for key, mine in changes.items():
+            state = states.get(key)
+            if state is None:
+                state = self._new(key, *mine[0], case_facts)
+            for rule, role, event, party in mine:
+                if role == "start" and state.responsible is None:
+                    responsible, township, case_id = self._who(
+                        rule, event, party, case_facts.get(event.subject)
+                    )
+                    who = {"responsible": responsible, "township": township, "case_id": case_id}
+                    state = engine.evolve(state, who)
+                state = engine.apply(state, rule, role, event)
+            states[key] = state
         for ack in acks:
             acked = states.get(ack.subject)
             if acked is not None and (acked.acknowledged_at is None or ack.time > acked.acknowledged_at):
-                states[ack.subject] = replace(acked, acknowledged_at=ack.time)
+                states[ack.subject] = engine.evolve(acked, {"acknowledged_at": ack.time})
         now = self._now()
         await write_states(
             conn,
@@ -167,10 +205,34 @@ class ClockProjection:
             return {}
         rows = await conn.execute(
             select(cases.c.case_id, cases.c.handling_unit, cases.c.township).where(
-                cases.c.case_id.in_(case_ids)
+                any_of(conn, cases.c.case_id, case_ids)
             )
         )
         return {r.case_id: (r.handling_unit, r.township) for r in rows}
+
+    def _new(
+        self,
+        key: str,
+        rule: ClockRule,
+        role: str,
+        event: Envelope,
+        party: str,
+        case_facts: Mapping[str, tuple[str | None, str | None]],
+    ) -> engine.ClockState:
+        if role != "start":
+            return engine.ClockState(key, rule.id, event.area, event.subject, party)
+        # Who is responsible is settled by the first start: built in, not replaced after.
+        responsible, township, case_id = self._who(rule, event, party, case_facts.get(event.subject))
+        return engine.ClockState(
+            key,
+            rule.id,
+            event.area,
+            event.subject,
+            party,
+            responsible=responsible,
+            township=township,
+            case_id=case_id,
+        )
 
     @staticmethod
     def _who(

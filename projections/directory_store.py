@@ -10,7 +10,7 @@ from sqlalchemy import case
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.envelope import TYPE_PREFIX
-from projections.db import upsert
+from projections.bulk import merge
 from projections.runtime import Positioned
 from projections.schema import directory_units
 
@@ -47,21 +47,22 @@ class DirectoryProjection:
                 row.update({k: previous.get(k) for k in _COLUMNS})
                 row["retired_at"] = e.time
             latest[e.subject] = row
-        stmt = upsert(conn, directory_units)
-        newer = stmt.excluded.changed_at >= directory_units.c.changed_at
-        set_: dict[str, Any] = {
-            # A retirement carries no unit data: keep what the last publication said.
-            name: case(
-                (newer & stmt.excluded.retired_at.is_(None), stmt.excluded[name]),
-                else_=directory_units.c[name],
-            )
-            for name in _UNIT_DATA
-        }
-        set_.update(
-            retired_at=case((newer, stmt.excluded.retired_at), else_=directory_units.c.retired_at),
-            changed_at=case((newer, stmt.excluded.changed_at), else_=directory_units.c.changed_at),
-            event_id=case((newer, stmt.excluded.event_id), else_=directory_units.c.event_id),
+        await merge(conn, directory_units, list(latest.values()), _on_conflict)
+
+
+def _on_conflict(stmt: Any) -> Any:
+    newer = stmt.excluded.changed_at >= directory_units.c.changed_at
+    set_: dict[str, Any] = {
+        # A retirement carries no unit data: keep what the last publication said.
+        name: case(
+            (newer & stmt.excluded.retired_at.is_(None), stmt.excluded[name]),
+            else_=directory_units.c[name],
         )
-        await conn.execute(
-            stmt.on_conflict_do_update(index_elements=["unit_id"], set_=set_), list(latest.values())
-        )
+        for name in _UNIT_DATA
+    }
+    set_.update(
+        retired_at=case((newer, stmt.excluded.retired_at), else_=directory_units.c.retired_at),
+        changed_at=case((newer, stmt.excluded.changed_at), else_=directory_units.c.changed_at),
+        event_id=case((newer, stmt.excluded.event_id), else_=directory_units.c.event_id),
+    )
+    return stmt.on_conflict_do_update(index_elements=["unit_id"], set_=set_)

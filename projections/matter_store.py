@@ -10,17 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.mechanisms import Mechanisms
 from projections import matters
-from projections.db import upsert
+from projections.bulk import merge
 from projections.runtime import Positioned
 from projections.schema import matter_parties
 from projections.schema import matters as matters_table
+from projections.steps import StepIndex
 
 
 class MattersProjection:
     name = "matters"
 
     def __init__(self, mechanisms: Mechanisms) -> None:
-        self._mechanisms = mechanisms
+        self._mechanisms = StepIndex(mechanisms)
         self._areas = {name for name, area in mechanisms.areas.items() if area.matter}
 
     def handles(self, event_type: str) -> bool:
@@ -31,16 +32,18 @@ class MattersProjection:
         changes = matters.fold((p.event for p in events), self._mechanisms)
         if not changes:
             return
-        await conn.execute(_merge_statement(conn), [c.as_row() for c in changes.values()])
+        await merge(conn, matters_table, [c.as_row() for c in changes.values()], _on_conflict)
         parties = [
             {"subject_id": c.subject_id, "area": c.area, "unit_id": unit}
             for c in changes.values()
             for unit in sorted(c.parties)
         ]
-        insert = upsert(conn, matter_parties).on_conflict_do_nothing(
-            index_elements=["subject_id", "area", "unit_id"]
+        await merge(
+            conn,
+            matter_parties,
+            parties,
+            _new_parties,
         )
-        await conn.execute(insert, parties)
 
 
 def _earlier(old: Any, new: Any) -> ColumnElement[Any]:
@@ -52,9 +55,8 @@ def _later(old: Any, new: Any) -> ColumnElement[Any]:
     return case((old.is_(None), new), (new.is_(None), old), (new > old, new), else_=old)
 
 
-def _merge_statement(conn: AsyncConnection) -> Any:
+def _on_conflict(stmt: Any) -> Any:
     t = matters_table
-    stmt = upsert(conn, t)
     new = stmt.excluded
     newer = new.last_event_at > t.c.last_event_at
     return stmt.on_conflict_do_update(
@@ -71,3 +73,7 @@ def _merge_statement(conn: AsyncConnection) -> Any:
             "event_count": t.c.event_count + new.event_count,
         },
     )
+
+
+def _new_parties(stmt: Any) -> Any:
+    return stmt.on_conflict_do_nothing(index_elements=["subject_id", "area", "unit_id"])

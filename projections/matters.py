@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from events.envelope import Envelope
-from events.mechanisms import Mechanisms, Step
+from events.mechanisms import Step
+from projections.steps import Lifecycles
 
 
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -110,7 +111,7 @@ def merge(old: MatterChange, new: MatterChange) -> MatterChange:
     )
 
 
-def fold(events: Iterable[Envelope], mechanisms: Mechanisms) -> dict[tuple[str, str], MatterChange]:
+def fold(events: Iterable[Envelope], mechanisms: Lifecycles) -> dict[tuple[str, str], MatterChange]:
     changes: dict[tuple[str, str], MatterChange] = {}
     for event in events:
         step = mechanisms.step(event.type)

@@ -14,6 +14,13 @@ class SettingsError(ValueError):
     pass
 
 
+# Records per projector batch at most (LIANDONG_BATCH_MAX). Batches only grow under a backlog:
+# live traffic is flushed every LIANDONG_BATCH_WITHIN_MS. Under a backlog, 10,000 projects about
+# twice the events per second of 1,000 (docs/benchmarks.md, "Projection stage"): a subject's events
+# fold into one row write, and its history is read once per batch instead of once per 1,000 events.
+DEFAULT_BATCH_MAX = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path
@@ -79,7 +86,7 @@ class Settings:
             topic_replication=_int(env, "LIANDONG_TOPIC_REPLICATION", 1, 1, 16),
             consumer_group=env.get("LIANDONG_CONSUMER_GROUP", "liandong-projector"),
             schema_registry_url=env.get("LIANDONG_SCHEMA_REGISTRY_URL") or None,
-            batch_max=_int(env, "LIANDONG_BATCH_MAX", 1000, 1, 100_000),
+            batch_max=_int(env, "LIANDONG_BATCH_MAX", DEFAULT_BATCH_MAX, 1, 100_000),
             batch_within_s=_int(env, "LIANDONG_BATCH_WITHIN_MS", 200, 1, 60_000) / 1000,
             broker_session_timeout_s=_int(env, "LIANDONG_BROKER_SESSION_TIMEOUT_S", 10, 6, 300),
             log_level=log_level,
