@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--report", help="where to write the row-by-row error report (CSV)")
     imp.add_argument("--restart", action="store_true", help="ignore the saved position and start over")
     imp.set_defaults(run=_cmd_import)
+    # Listed for `liandong --help`; `main` hands `rebuild` to services.rebuild, which parses its own
+    # options (argparse cannot pass `--help` on to a sub-command's remainder).
+    sub.add_parser(
+        "rebuild", help="replay every topic from the start into the configured database (best a new one)"
+    )
     sub.add_parser(
         "outbox-relay", help="relay an agency's PostgreSQL outbox table (LIANDONG_OUTBOX_DSN) to the hub"
     ).set_defaults(run=_cmd_outbox_relay)
@@ -244,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["rebuild"]:
+        from services.rebuild import main as rebuild_main
+
+        return rebuild_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

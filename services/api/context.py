@@ -32,7 +32,9 @@ class ApiContext:
     topic_prefix: str = "liandong"
 
 
-def _context(request: Request) -> ApiContext:
+async def _context(request: Request) -> ApiContext:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per
+    # request for a dictionary lookup.
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
