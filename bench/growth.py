@@ -180,16 +180,17 @@ async def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     begun = time.monotonic()
     host = await machine_line()
-    sections = []
-    for name, grow in (("e2e", grow_e2e), ("rebuild", grow_rebuild), ("latency", grow_latency)):
-        if name in args.benches:
-            sections.append(await grow(args))
     print(
         f"## Growth\n\nMachine: {host}. Sizes {', '.join(f'{s:,}' for s in args.sizes)}; partitions "
         f"{', '.join(map(str, args.partitions))}; {args.runs} run(s) per point, {args.runs_large} from "
-        f"{args.large:,} events. Matrix took {time.monotonic() - begun:.0f} s.\n"
+        f"{args.large:,} events.\n",
+        flush=True,
     )
-    print("\n\n".join(sections))
+    for name, grow in (("e2e", grow_e2e), ("rebuild", grow_rebuild), ("latency", grow_latency)):
+        if name in args.benches:
+            # Each table as soon as it is done: a long matrix that dies late keeps what it measured.
+            print(await grow(args) + "\n", flush=True)
+    print(f"Matrix took {time.monotonic() - begun:.0f} s.")
 
 
 if __name__ == "__main__":
