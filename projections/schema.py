@@ -127,8 +127,13 @@ anomalies = Table(
     Column("detected_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     Column("detail", Text, nullable=False),
+    # Where the anomaly belongs, for township-scoped readers and for routing its alert.
+    Column("township", String(64), nullable=True),
+    # When its `anomaly.detected` event was acknowledged by the broker; NULL: not yet announced.
+    Column("announced_at", DateTime(timezone=True), nullable=True),
 )
 Index("ix_anomalies_subject", anomalies.c.area, anomalies.c.subject)
+Index("ix_anomalies_announced", anomalies.c.announced_at)
 
 directory_units = Table(
     "directory_units",
@@ -264,3 +269,62 @@ connector_runs = Table(
     Column("counts", Text, nullable=False),
 )
 Index("ix_connector_runs_connector", connector_runs.c.connector, connector_runs.c.finished_at)
+
+# 案卷评查: one row per scored case file, for pass rates and average scores.
+file_reviews = Table(
+    "file_reviews",
+    metadata,
+    Column("review_id", String(128), primary_key=True),
+    Column("reviewed_unit", String(128), nullable=False),
+    Column("township", String(64), nullable=True),
+    Column("score", Integer, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("reviewing_body", Text, nullable=True),
+    Column("review_batch", String(128), nullable=True),
+    Column("case_id", String(128), nullable=True),
+    Column("case_number", String(128), nullable=True),
+    Column("problems", Integer, nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_file_reviews_township", file_reviews.c.township, file_reviews.c.scored_at)
+
+# 职责争议清单: a dispute from raising to its entry in the district's list.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("dispute_id", String(128), primary_key=True),
+    Column("township", String(64), nullable=True),
+    Column("matter", Text, nullable=True),
+    # JSON array of directory ids, as text: both stores read it the same way.
+    Column("units", Text, nullable=True),
+    Column("case_id", String(128), nullable=True),
+    # raised, referred, decided or listed; never moves back when facts arrive out of order.
+    Column("status", String(16), nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=True),
+    Column("referred_to", String(128), nullable=True),
+    Column("referred_at", DateTime(timezone=True), nullable=True),
+    Column("responsible_unit", String(128), nullable=True),
+    Column("basis", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("list_entry_id", String(128), nullable=True),
+    Column("matter_category", String(64), nullable=True),
+    Column("listed_at", DateTime(timezone=True), nullable=True),
+    Column("last_event_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_disputes_township", disputes.c.township, disputes.c.dispute_id)
+
+# Post-approval inspections (事中事后监管), keyed by their subject, for the repeat-inspection check.
+inspections = Table(
+    "inspections",
+    metadata,
+    Column("subject", String(128), primary_key=True),
+    Column("inspecting_unit", String(128), nullable=True),
+    Column("township", String(64), nullable=True),
+    # "uscc:<credit code>" when the business is identified, else "name:<business name>".
+    Column("business_key", String(160), nullable=True),
+    Column("business_name", Text, nullable=True),
+    Column("tasked_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("finding", String(32), nullable=True),
+)
+Index("ix_inspections_business", inspections.c.business_key, inspections.c.tasked_at)
