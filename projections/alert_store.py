@@ -2,6 +2,10 @@
 
 Alert events are keyed by clock id, so one clock's raise, acknowledgement and withdrawal arrive in
 order on one partition.
+
+An announced anomaly (`anomaly.detected`) is an alert too, of level `risk`: its clock id is
+"anomaly:" + anomaly id, which is also the subject its acknowledgements carry. Its deadline and
+threshold are the moment it was detected; nothing is overdue about it.
 """
 
 from __future__ import annotations
@@ -9,13 +13,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.envelope import TYPE_PREFIX
+from events.envelope import TYPE_PREFIX, Envelope
 from projections.bulk import merge
 from projections.runtime import Positioned
 from projections.schema import alert_recipients, alerts, deliveries
@@ -23,6 +28,10 @@ from projections.schema import alert_recipients, alerts, deliveries
 RAISED = TYPE_PREFIX + "alert.raised.v1"
 WITHDRAWN = TYPE_PREFIX + "alert.withdrawn.v1"
 ACKNOWLEDGED = TYPE_PREFIX + "alert.acknowledged.v1"
+ANOMALY_DETECTED = TYPE_PREFIX + "anomaly.detected.v1"
+RISK = "risk"
+# Delivery ids of alerts whose id is not a UUID (an anomaly id may be any string).
+_DELIVERY_NAMESPACE = uuid.UUID("0f4b3c1e-8d2a-4e6f-b7c9-1a2d3e4f5a6b")
 
 
 def _json_default(value: Any) -> str:
@@ -33,17 +42,20 @@ def _json_default(value: Any) -> str:
 
 class AlertProjection:
     name = "alerts"
+    tables = ("alerts", "alert_recipients")  # what `liandong projections rebuild` swaps
 
     def __init__(self, webhook_targets: Mapping[str, Sequence[str]] | None = None) -> None:
         """`webhook_targets`: unit id -> names of the webhook targets that unit subscribed."""
         self._targets = webhook_targets or {}
 
     def handles(self, event_type: str) -> bool:
-        return event_type in (RAISED, WITHDRAWN, ACKNOWLEDGED)
+        return event_type in (RAISED, WITHDRAWN, ACKNOWLEDGED, ANOMALY_DETECTED)
 
     async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> None:
         ordered = sorted((p.event for p in events), key=lambda e: e.time)
-        raised = [e for e in ordered if e.type == RAISED]
+        raised = [
+            e if e.type == RAISED else _as_alert(e) for e in ordered if e.type in (RAISED, ANOMALY_DETECTED)
+        ]
         if raised:
             rows = [
                 {
@@ -103,7 +115,7 @@ class AlertProjection:
         rows = [
             {
                 # Stable per alert, unit and target: receivers deduplicate on it across retries.
-                "delivery_id": uuid.uuid5(uuid.UUID(e.data["alert_id"]), f"{unit}|{target}").hex,
+                "delivery_id": _delivery_id(e.data["alert_id"], unit, target),
                 "alert_id": e.data["alert_id"],
                 "unit_id": unit,
                 "target": target,
@@ -119,6 +131,39 @@ class AlertProjection:
             for target in self._targets.get(unit, ())
         ]
         await merge(conn, deliveries, rows, _new_deliveries)
+
+
+def _as_alert(e: Envelope) -> Envelope:
+    """An announced anomaly, in the shape of an `alert.raised` event of level `risk`."""
+    d = e.data
+    data = {
+        "alert_id": d["anomaly_id"],
+        "rule_id": "anomaly." + d["kind"],
+        "rule_name_zh": d["name_zh"],
+        "rule_name_en": d["name_en"],
+        "citation": d["basis"],
+        "level": RISK,
+        "about_area": d["about_area"],
+        "about_subject": d["about_subject"],
+        "responsible_unit": d.get("responsible_unit"),
+        "township": d.get("township"),
+        "case_id": d.get("case_id"),
+        "deadline": d["detected_at"],
+        "threshold": d["detected_at"],
+        "overdue_seconds": 0,
+        "provisional": False,
+        "proposed_order": None,
+        "recipients": d["recipients"],
+    }
+    return replace(e, type=RAISED, subject="anomaly:" + d["anomaly_id"], data=data)
+
+
+def _delivery_id(alert_id: str, unit: str, target: str) -> str:
+    try:
+        base = uuid.UUID(alert_id)
+    except ValueError:
+        base = uuid.uuid5(_DELIVERY_NAMESPACE, alert_id)
+    return uuid.uuid5(base, f"{unit}|{target}").hex
 
 
 def _new_alerts(stmt: Any) -> Any:

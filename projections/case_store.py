@@ -16,6 +16,7 @@ from projections.schema import cases
 
 class CaseRegistryProjection:
     name = "case_registry"
+    tables = ("cases",)  # what `liandong projections rebuild` swaps
 
     def handles(self, event_type: str) -> bool:
         return case_registry.handles(event_type)

@@ -122,6 +122,7 @@ class ClockProjection:
     """Starts, stops, resets and extends clocks; records acknowledgements for re-escalation."""
 
     name = "clocks"
+    tables = ("clocks",)  # what `liandong projections rebuild` swaps
 
     def __init__(
         self,

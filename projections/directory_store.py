@@ -22,6 +22,7 @@ _COLUMNS = (*_UNIT_DATA, "retired_at")
 
 class DirectoryProjection:
     name = "directory"
+    tables = ("directory_units",)  # what `liandong projections rebuild` swaps
 
     def handles(self, event_type: str) -> bool:
         return event_type in (PUBLISHED, RETIRED)

@@ -8,6 +8,7 @@ from datetime import datetime
 from events.clock_rules import ClockRules
 from events.mechanisms import Mechanisms
 from projections.alert_store import AlertProjection
+from projections.analysis_store import AnalysisProjection
 from projections.anomaly_store import AnomalyProjection
 from projections.case_store import CaseRegistryProjection
 from projections.clock_store import ClockProjection, ClockSettings
@@ -25,11 +26,13 @@ def hub_projections(
     now: Callable[[], datetime] | None = None,
     webhook_targets: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Projection]:
-    # Anomalies and clocks read what the case registry wrote earlier in the same transaction.
+    # Anomalies and clocks read what the case registry wrote earlier in the same transaction;
+    # anomalies also read the matters (townships) and the analysis projection's inspections.
     return [
         CaseRegistryProjection(),
         MattersProjection(mechanisms),
         DirectoryProjection(),
+        AnalysisProjection(),
         AnomalyProjection(mechanisms),
         ClockProjection(clock_rules, calendar, clock_settings, now),
         AlertProjection(webhook_targets),

@@ -19,6 +19,7 @@ from projections.steps import StepIndex
 
 class MattersProjection:
     name = "matters"
+    tables = ("matters", "matter_parties")  # what `liandong projections rebuild` swaps
 
     def __init__(self, mechanisms: Mechanisms) -> None:
         self._mechanisms = StepIndex(mechanisms)

@@ -182,6 +182,12 @@ def _cmd_outbox_relay(settings: Settings, args: argparse.Namespace) -> int:
     return run_relay(settings, _need_bootstrap(settings))
 
 
+def _cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
+    from services.shadow_rebuild import run_list, run_rebuild
+
+    return run_list(settings) if args.projections_command == "list" else run_rebuild(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liandong", description="联动 Liandong enforcement hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +234,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "rebuild", help="replay every topic from the start into the configured database (best a new one)"
     )
+    projections = sub.add_parser(
+        "projections", help="the hub's projections (投影): list, rebuild"
+    ).add_subparsers(dest="projections_command", required=True)
+    projections.add_parser("list", help="each projection and the tables it writes").set_defaults(
+        run=_cmd_projections
+    )
+    rebuild = projections.add_parser(
+        "rebuild", help="replay the topics into shadow tables and swap a projection in, without downtime"
+    )
+    rebuild.add_argument("name", help="a projection (see `liandong projections list`), or 'all'")
+    rebuild.add_argument("--batch", type=int, help="records per transaction (default 5000)")
+    rebuild.add_argument(
+        "--progress-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between progress lines (default: 0.2 on a terminal, 5 otherwise)",
+    )
+    rebuild.set_defaults(run=_cmd_projections)
     sub.add_parser(
         "outbox-relay", help="relay an agency's PostgreSQL outbox table (LIANDONG_OUTBOX_DSN) to the hub"
     ).set_defaults(run=_cmd_outbox_relay)

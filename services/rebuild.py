@@ -17,6 +17,9 @@ start. Events published meanwhile are left to the worker.
 - **No side effects on the world.** Webhook deliveries are not queued for replayed alerts, so history
   is not sent again. Undecodable records are logged with their position and counted; the worker
   dead-lettered them when it first read them.
+
+The same loop (`replay_to`) replays the shadow tables of `liandong projections rebuild NAME`
+(services/shadow_rebuild.py), bounded by the live projector's checkpoints instead of the end offsets.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import select
@@ -125,7 +129,26 @@ async def rebuild(
         raise SettingsError("LIANDONG_KAFKA_BOOTSTRAP is required: a rebuild reads the broker's topics")
     bootstrap = settings.kafka_bootstrap
     engine = make_engine(settings.database_url)
-    source = AIOKafkaConsumer(
+    source = open_source(bootstrap)
+    try:
+        await upgrade(engine)
+        catalog = Catalog.load()
+        codec = EventCodec(catalog, make_registry(settings))
+        await codec.prepare()
+        incarnation = BrokerIncarnation(bootstrap)
+        await incarnation.refresh()
+        projector = build_projector(settings, engine, consumer, codec, incarnation)
+        await source.start()
+        partitions = await assign(source, engine, consumer, incarnation.current, catalog_topics(catalog))
+        return await _replay(source, projector, partitions, batch, progress, progress_every)
+    finally:
+        await source.stop()
+        await engine.dispose()
+
+
+def open_source(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer without a group: a replay assigns every partition itself and seeks."""
+    return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         client_id="liandong-rebuild",
         group_id=None,
@@ -135,34 +158,24 @@ async def rebuild(
         max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
         fetch_max_wait_ms=100,
     )
-    try:
-        await upgrade(engine)
-        catalog = Catalog.load()
-        codec = EventCodec(catalog, make_registry(settings))
-        await codec.prepare()
-        incarnation = BrokerIncarnation(bootstrap)
-        await incarnation.refresh()
-        loop = ClosedLoop.load(settings)
-        projector = Projector(
-            engine,
-            consumer,
-            codec,
-            hub_projections(
-                Mechanisms.load(), loop.rules, loop.calendar, loop.settings, time_source(settings.time_source)
-            ),
-            LoggedDeadLetters(),
-            incarnation,
-        )
-        await source.start()
-        topics = sorted(map(topic_for, catalog.families))
-        partitions = await _assign(source, engine, consumer, incarnation.current, topics)
-        return await _replay(source, projector, partitions, batch, progress, progress_every)
-    finally:
-        await source.stop()
-        await engine.dispose()
 
 
-async def _assign(
+def catalog_topics(catalog: Catalog) -> list[str]:
+    return sorted(map(topic_for, catalog.families))
+
+
+def build_projector(
+    settings: Settings, engine: AsyncEngine, consumer: str, codec: EventCodec, incarnation: BrokerIncarnation
+) -> Projector:
+    """The worker's projector and projections, without webhook deliveries (history is not sent again)."""
+    loop = ClosedLoop.load(settings)
+    projections = hub_projections(
+        Mechanisms.load(), loop.rules, loop.calendar, loop.settings, time_source(settings.time_source)
+    )
+    return Projector(engine, consumer, codec, projections, LoggedDeadLetters(), incarnation)
+
+
+async def assign(
     source: AIOKafkaConsumer, engine: AsyncEngine, consumer: str, incarnation: str, topics: Sequence[str]
 ) -> list[TopicPartition]:
     """Assign every partition of the topics that exist, each positioned after its checkpoint (or at
@@ -189,6 +202,18 @@ async def _assign(
     return partitions
 
 
+class Bound(Protocol):
+    """Where a replay stops reading each partition."""
+
+    def learn(self, source: AIOKafkaConsumer) -> None:
+        """Called after every fetch: a bound may depend on what the broker answered."""
+        ...
+
+    def end(self, tp: TopicPartition) -> int | None:
+        """The exclusive end offset of `tp`; None while not known yet."""
+        ...
+
+
 class _Ends:
     """The end offset of each partition, as the rebuild saw it when it started reading.
 
@@ -208,6 +233,76 @@ class _Ends:
                 if highwater is not None:
                     self.known[tp] = max(listed, int(highwater))
 
+    def end(self, tp: TopicPartition) -> int | None:
+        return self.known.get(tp)
+
+
+class Targets:
+    """Fixed end offsets (another projector's checkpoints plus one); a partition not named ends at 0."""
+
+    def __init__(self, ends: Mapping[TopicPartition, int]) -> None:
+        self.ends = dict(ends)
+
+    def learn(self, source: AIOKafkaConsumer) -> None:
+        pass
+
+    def end(self, tp: TopicPartition) -> int | None:
+        return int(self.ends.get(tp, 0))
+
+
+async def replay_to(
+    source: AIOKafkaConsumer,
+    projector: Projector,
+    partitions: Sequence[TopicPartition],
+    bound: Bound,
+    batch: int,
+    result: RebuildResult,
+    after_batch: Callable[[], None] | None = None,
+) -> None:
+    """Project every record of `partitions` from the consumer's positions up to `bound`, adding to
+    `result`. Records fetched beyond the bound are not projected, and the partition is sought back
+    to the bound: a later call with a further bound reads them."""
+    pending = set(partitions)
+    last_data = time.monotonic()
+    while True:
+        for tp in list(pending):
+            end = bound.end(tp)
+            if end is not None and await source.position(tp) >= end:
+                pending.discard(tp)
+                source.pause(tp)
+        if not pending:
+            return
+        source.resume(*pending)
+        fetched = await source.getmany(*pending, timeout_ms=500, max_records=batch)
+        bound.learn(source)
+        records: list[SourceRecord] = []
+        for tp, messages in fetched.items():
+            end = bound.end(tp)
+            if end is None:  # no end known yet: read these again once it is
+                source.seek(tp, messages[0].offset)
+                continue
+            kept = [m for m in messages if m.offset < end]
+            if len(kept) < len(messages):
+                source.seek(tp, end)
+            records += map(_source_record, kept)
+        if records:
+            outcome = await projector.process(records)
+            applied = sum(outcome.applied.values())
+            result.records += len(records)
+            result.applied += applied
+            result.skipped += len(records) - applied - sum(outcome.dead_lettered.values())
+            for reason, count in outcome.dead_lettered.items():
+                result.dead_lettered[reason] = result.dead_lettered.get(reason, 0) + count
+            result.batches += 1
+            last_data = time.monotonic()
+        if after_batch is not None:
+            after_batch()
+        if time.monotonic() - last_data > STALL_TIMEOUT_S:
+            raise TimeoutError(
+                f"no records for {STALL_TIMEOUT_S:.0f} s with {len(pending)} partition(s) short of "
+                "their end offsets"
+            )
+
 
 async def _replay(
     source: AIOKafkaConsumer,
@@ -220,36 +315,16 @@ async def _replay(
     result = RebuildResult()
     starts = {tp: await source.position(tp) for tp in partitions}
     ends = _Ends(await source.end_offsets(partitions))
-    started = last_report = last_data = time.monotonic()
+    started = last_report = time.monotonic()
     next_report_at = progress_every
-    pending = set(partitions)
 
     def report() -> None:
         if progress is not None:
             total = sum(max(0, end - starts[tp]) for tp, end in ends.known.items())
             progress(Progress(result.records, total, result.applied, time.monotonic() - started, rss_kib()))
 
-    while pending:
-        fetched = await source.getmany(*pending, timeout_ms=500, max_records=batch)
-        ends.learn(source)
-        records = [
-            _source_record(r) for tp, rs in fetched.items() for r in rs if r.offset < ends.known.get(tp, -1)
-        ]
-        if records:
-            outcome = await projector.process(records)
-            applied = sum(outcome.applied.values())
-            result.records += len(records)
-            result.applied += applied
-            result.skipped += len(records) - applied - sum(outcome.dead_lettered.values())
-            for reason, count in outcome.dead_lettered.items():
-                result.dead_lettered[reason] = result.dead_lettered.get(reason, 0) + count
-            result.batches += 1
-            last_data = time.monotonic()
-        for tp in list(pending):
-            end = ends.known.get(tp)
-            if end is not None and await source.position(tp) >= end:
-                pending.discard(tp)
-                source.pause(tp)
+    def after_batch() -> None:
+        nonlocal last_report, next_report_at
         now = time.monotonic()
         if progress_every and result.records >= next_report_at:
             report()
@@ -257,11 +332,8 @@ async def _replay(
         elif not progress_every and now - last_report >= PROGRESS_EVERY_S:
             report()
             last_report = now
-        if pending and now - last_data > STALL_TIMEOUT_S:
-            raise TimeoutError(
-                f"no records for {STALL_TIMEOUT_S:.0f} s with {len(pending)} partition(s) short of "
-                "their end offsets"
-            )
+
+    await replay_to(source, projector, partitions, ends, batch, result, after_batch)
     result.seconds = time.monotonic() - started
     report()
     return result

@@ -197,7 +197,7 @@ class HubSettle:
             await asyncio.sleep(0.2)  # polling the worker's metrics
 
 
-_HUB_OWN = ("cn.gov.liandong.alert.", "cn.gov.liandong.directory.")
+_HUB_OWN = ("cn.gov.liandong.alert.", "cn.gov.liandong.anomaly.", "cn.gov.liandong.directory.")
 
 
 class _Progress:

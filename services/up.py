@@ -20,10 +20,11 @@ from types import FrameType
 
 from connectors.kafka.topics import ensure_topics
 from events.catalog import Catalog, topic_for
+from events.directory import Directory
 from services.directory_sync import COMPACTED
 from services.embedded_broker import EmbeddedBroker
 from services.settings import Settings
-from services.store import migrate
+from services.store import issue, migrate
 
 
 def _say(zh: str, en: str) -> None:
@@ -110,6 +111,17 @@ def _start_clock(demo: DemoOptions, settings: Settings) -> None:
     ClockFile(demo.clock_file(settings)).write(year_bounds(demo.year)[0])
 
 
+async def _demo_supervisor_key(settings: Settings) -> str:
+    """A fresh key of the district supervision section, for the demo's one-click dashboard sign-in.
+
+    The key travels in the address's fragment, which the browser never sends to a server; the page
+    trades it for a session cookie and drops it from the address at once.
+    """
+    directory = Directory.load()
+    supervisor = next(u.id for u in directory.units.values() if u.kind == "supervision")
+    return await issue(settings, supervisor)
+
+
 def run_up(settings: Settings, demo: DemoOptions | None = None) -> int:
     stop = threading.Event()
 
@@ -171,6 +183,16 @@ def run_up(settings: Settings, demo: DemoOptions | None = None) -> int:
             f"接口已就绪：{api}（文档 {api}/docs），pid {children[1].pid}",
             f"API ready at {api} (OpenAPI docs at {api}/docs), pid {children[1].pid}",
         )
+        _say(
+            f"监督看板：{api}/dashboard/（以 liandong keys issue 单位编号 签发的密钥登录）",
+            f"dashboard at {api}/dashboard/ (sign in with a key from `liandong keys issue UNIT`)",
+        )
+        if demo is not None:
+            login = f"{api}/dashboard/#login={asyncio.run(_demo_supervisor_key(settings))}"
+            _say(
+                f"演示：以区司法局督办科身份一键登录看板 {login}",
+                f"demo: open {login} to sign in as the supervisor",
+            )
         simulator: subprocess.Popen[bytes] | None = None
         if demo is not None:
             simulator = subprocess.Popen(demo.command(settings, api), env=env, start_new_session=True)

@@ -231,3 +231,21 @@ async def topic_records(bootstrap: str, topic: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
+
+
+SUPERVISOR = "district.justice-bureau"
+
+
+async def reader_headers(database_url: str, unit: str = SUPERVISOR) -> dict[str, str]:
+    """Authorization for the query API with a fresh key of `unit` on the (migrated) store at
+    `database_url`; by default the district supervision section, which reads every township."""
+    from events.directory import Directory
+    from projections.db import make_engine
+    from services.keys import issue_key
+
+    engine = make_engine(database_url)
+    try:
+        key = await issue_key(engine, Directory.load(), unit)
+    finally:
+        await engine.dispose()
+    return {"Authorization": f"Bearer {key}"}

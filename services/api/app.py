@@ -14,8 +14,24 @@ from events.catalog import Catalog
 from events.directory import Directory
 from events.serde import EventCodec
 from projections.db import make_engine
-from services.api import alerts, cases, ingest, matters, ops, publications, stats
+from services.api import (
+    access,
+    alerts,
+    analysis,
+    breakdowns,
+    cases,
+    ingest,
+    live,
+    matters,
+    ops,
+    publications,
+    registers,
+    stats,
+    tracking,
+    trend,
+)
 from services.api.context import ApiContext
+from services.dashboard import router as dashboard
 from services.metrics import GatewayMetrics
 from services.registry import make_registry
 from services.settings import Settings
@@ -57,11 +73,19 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    access.install(app)
     app.include_router(ingest.router, tags=["ingest"])
     app.include_router(cases.router, tags=["cases"])
     app.include_router(matters.router, tags=["matters"])
     app.include_router(alerts.router, tags=["closed loop"])
     app.include_router(publications.router, tags=["publication"])
     app.include_router(stats.router, tags=["analysis"])
+    app.include_router(analysis.router, tags=["analysis"])
+    app.include_router(trend.router, tags=["analysis"])
+    app.include_router(breakdowns.router, tags=["analysis"])
+    app.include_router(registers.router, tags=["registers"])
+    app.include_router(tracking.router, tags=["registers"])
+    app.include_router(live.router, tags=["live"])
     app.include_router(ops.router, tags=["ops"])
+    app.include_router(dashboard.router)
     return app

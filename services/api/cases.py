@@ -1,18 +1,22 @@
-"""The case registry's query API."""
+"""The case registry's query API, scoped to the viewer's townships."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Row, select
 
 from connectors.http_gateway.ingest import FieldProblem
 from projections.case_registry import STAGE_RANKS
 from projections.schema import anomalies, cases, clocks, matters
+from services.api.access import ScopeDep, ViewerDep
 from services.api.context import Ctx
-from services.api.problems import problem, unknown_township
+from services.api.export import Column, respond
+from services.api.listing import LIST_RESPONSES, PROBLEMS, Category, PageDep, PeriodDep, UnitDep, fetch
+from services.api.models import CaseDetail, CaseListing, ProblemModel
+from services.api.problems import problem
 from services.api.render import clock_json, timeline
 from services.api.render import iso as _iso
 
@@ -20,20 +24,47 @@ router = APIRouter()
 
 STAGES = tuple(STAGE_RANKS)
 _CASE_COLUMNS = [c for c in cases.c if c.name != "stage_rank"]
+COLUMNS = (
+    Column("case_id", "案件编号", "Case id"),
+    Column("case_number", "立案文号", "Case number"),
+    Column("township", "镇街", "Township"),
+    Column("category", "案件类别", "Category"),
+    Column("handling_unit", "办案单位", "Handling unit"),
+    Column("title", "案由", "Title"),
+    Column("stage", "阶段", "Stage"),
+    Column("outcome", "处理结果", "Outcome"),
+    Column("fine_amount_fen", "罚款（分）", "Fine (fen)"),
+    Column("filed_at", "立案时间", "Filed at"),
+    Column("decided_at", "决定时间", "Decided at"),
+    Column("closed_at", "结案时间", "Closed at"),
+    Column("reconsideration_filed_at", "复议申请时间", "Reconsideration filed at"),
+    Column("reconsideration_result", "复议结果", "Reconsideration result"),
+    Column("last_event_at", "最近事件时间", "Last event at"),
+)
 
 
 def _case_json(row: Row[Any]) -> dict[str, Any]:
     out = dict(row._mapping)
-    for name in ("filed_at", "decided_at", "closed_at", "last_event_at"):
+    for name in ("filed_at", "decided_at", "closed_at", "last_event_at", "reconsideration_filed_at"):
         out[name] = _iso(out[name])
     return out
 
 
-@router.get("/v1/cases/{case_id}")
-async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
+@router.get(
+    "/v1/cases/{case_id}",
+    response_model=CaseDetail,
+    responses={**PROBLEMS, 404: {"model": ProblemModel, "description": "No such case in your scope"}},
+)
+async def get_case(
+    case_id: Annotated[str, Path(description="Case id, as its unit publishes it")],
+    ctx: Ctx,
+    viewer: ViewerDep,
+) -> JSONResponse:
+    """A case with its full-process record, clocks, linked mechanisms and anomalies."""
     async with ctx.engine.connect() as conn:
         row = (await conn.execute(select(*_CASE_COLUMNS).where(cases.c.case_id == case_id))).first()
-        if row is None:
+        # Outside the viewer's townships a case does not exist for them: 404, not 403, so ids leak nothing.
+        if row is None or not viewer.sees(row.township):
             return problem(404, "not_found", f"No case {case_id}", f"未找到案件 {case_id}")
         body = _case_json(row)
         body["events"] = await timeline(conn, "case", case_id)
@@ -70,16 +101,19 @@ async def get_case(case_id: str, ctx: Ctx) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/v1/cases")
+@router.get("/v1/cases", response_model=CaseListing, responses=LIST_RESPONSES)
 async def list_cases(
     ctx: Ctx,
-    township: Annotated[str | None, Query(description="Township code, e.g. shilou")] = None,
-    stage: Annotated[str | None, Query(description="filed, decided or closed")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after: Annotated[str | None, Query(description="Return cases after this case id")] = None,
-) -> JSONResponse:
-    if township is not None and township not in ctx.directory.townships:
-        return unknown_township(township)
+    scope: ScopeDep,
+    page: PageDep,
+    period: PeriodDep,
+    unit: UnitDep,
+    category: Category = None,
+    stage: Annotated[str | None, Query(description=f"One of {', '.join(STAGES)}")] = None,
+    after: Annotated[str | None, Query(description="Keyset paging: only cases after this case id")] = None,
+) -> Response:
+    """Cases in the viewer's townships, by case id. `unit` is the handling unit; from/to select the
+    filing time."""
     if stage is not None and stage not in STAGES:
         return problem(
             400,
@@ -88,15 +122,21 @@ async def list_cases(
             "未知阶段",
             [FieldProblem("stage", f"must be one of {', '.join(STAGES)}")],
         )
-    query = select(*_CASE_COLUMNS).order_by(cases.c.case_id).limit(limit + 1)
-    if township is not None:
-        query = query.where(cases.c.township == township)
+    c = cases.c
+    query = select(*_CASE_COLUMNS).where(*scope.where(c.township), *period.where(c.filed_at))
+    if unit is not None:
+        query = query.where(c.handling_unit == unit)
+    if category is not None:
+        query = query.where(c.category == category)
     if stage is not None:
-        query = query.where(cases.c.stage == stage)
+        query = query.where(c.stage == stage)
     if after is not None:
-        query = query.where(cases.c.case_id > after)
+        query = query.where(c.case_id > after)
     async with ctx.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    items = [_case_json(r) for r in rows[:limit]]
-    next_after = items[-1]["case_id"] if len(rows) > limit else None
-    return JSONResponse({"items": items, "next_after": next_after})
+        rows, total = await fetch(conn, query.order_by(c.case_id), page)
+    items = [_case_json(r) for r in rows]
+    more = not page.export and page.offset + len(items) < total
+    extra = {"next_after": items[-1]["case_id"] if items and more else None}
+    return await respond(
+        page.format, "cases", COLUMNS, items, total=total, limit=page.limit, offset=page.offset, extra=extra
+    )

@@ -12,6 +12,7 @@ from xml.etree import ElementTree as ET
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import and_, select
 
 from events.envelope import TYPE_PREFIX
@@ -21,6 +22,8 @@ from services.api.context import ApiContext, Ctx
 from services.api.render import iso
 
 router = APIRouter()
+Township = Annotated[str | None, Query(description="Only this township's publications")]
+Limit = Annotated[int, Query(ge=1, le=500, description="Newest entries to return (1..500)")]
 PUBLISHED = TYPE_PREFIX + "case.published.v1"
 WITHDRAWN = TYPE_PREFIX + "case.publication_withdrawn.v1"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -66,22 +69,39 @@ async def _entries(ctx: ApiContext, township: str | None, limit: int) -> list[di
     ]
 
 
-@router.get("/v1/publications")
-async def publications(
-    ctx: Ctx,
-    township: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> JSONResponse:
+class FeedEntry(BaseModel):
+    id: str
+    case_id: str
+    case_number: str | None
+    title: str | None
+    township: str | None
+    township_name: str | None
+    category: str | None
+    handling_unit: str | None
+    outcome: str | None
+    fine_amount_fen: int | None
+    decided_at: str | None
+    published_at: str | None
+
+
+class Feed(BaseModel):
+    items: list[FeedEntry]
+
+
+@router.get("/v1/publications", response_model=Feed)
+async def publications(ctx: Ctx, township: Township = None, limit: Limit = 100) -> JSONResponse:
+    """Public: published decisions, newest first, personal data masked. Needs no key."""
     return JSONResponse({"items": await _entries(ctx, township, limit)})
 
 
-@router.get("/v1/publications.atom")
+@router.get(
+    "/v1/publications.atom",
+    responses={200: {"content": {"application/atom+xml": {"schema": {"type": "string"}}}}},
+)
 async def publications_atom(
-    request: Request,
-    ctx: Ctx,
-    township: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    request: Request, ctx: Ctx, township: Township = None, limit: Limit = 100
 ) -> Response:
+    """Public: the same feed as Atom."""
     entries = await _entries(ctx, township, limit)
     ET.register_namespace("", ATOM)
     feed = ET.Element(f"{{{ATOM}}}feed")

@@ -6,7 +6,7 @@ and a real one can be checked against them.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -14,7 +14,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import and_, func, select
 
 from projections.schema import cases, directory_units
+from services.api.access import ScopeDep
 from services.api.context import Ctx
+from services.api.listing import PROBLEMS
+from services.api.models import Calibration
 
 router = APIRouter()
 
@@ -30,15 +33,25 @@ BASIS = {
 
 
 def year_bounds(year: int) -> tuple[datetime, datetime]:
-    return datetime(year, 1, 1, tzinfo=CST), datetime(year + 1, 1, 1, tzinfo=CST)
+    # The same instants in UTC: SQLite compares stored UTC text, so its bounds must be UTC too.
+    start, end = datetime(year, 1, 1, tzinfo=CST), datetime(year + 1, 1, 1, tzinfo=CST)
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
-@router.get("/v1/stats/calibration")
-async def calibration(ctx: Ctx, year: Annotated[int, Query(ge=2000, le=2100)]) -> JSONResponse:
+@router.get("/v1/stats/calibration", response_model=Calibration, responses=PROBLEMS)
+async def calibration(
+    ctx: Ctx,
+    scope: ScopeDep,
+    year: Annotated[int, Query(ge=2000, le=2100, description="Calendar year, China time")],
+) -> JSONResponse:
+    """The yearly figures over the townships the viewer reads (the district: every case)."""
     start, end = year_bounds(year)
     c = cases.c
-    filed_in_year = and_(c.filed_at >= start, c.filed_at < end)
-    reconsidered_in_year = and_(c.reconsideration_filed_at >= start, c.reconsideration_filed_at < end)
+    in_scope = scope.where(c.township)
+    filed_in_year = and_(c.filed_at >= start, c.filed_at < end, *in_scope)
+    reconsidered_in_year = and_(
+        c.reconsideration_filed_at >= start, c.reconsideration_filed_at < end, *in_scope
+    )
     async with ctx.engine.connect() as conn:
         filed = (await conn.execute(select(func.count()).where(filed_in_year))).scalar_one()
         reconsiderations = (await conn.execute(select(func.count()).where(reconsidered_in_year))).scalar_one()
@@ -51,7 +64,11 @@ async def calibration(ctx: Ctx, year: Annotated[int, Query(ge=2000, le=2100)]) -
         ).scalar_one()
         d = directory_units.c
         officers = (
-            await conn.execute(select(func.coalesce(func.sum(d.officers), 0)).where(d.retired_at.is_(None)))
+            await conn.execute(
+                select(func.coalesce(func.sum(d.officers), 0)).where(
+                    d.retired_at.is_(None), *scope.where(d.home_township)
+                )
+            )
         ).scalar_one()
     return JSONResponse(
         {

@@ -34,6 +34,7 @@ from services.registry import make_registry
 from services.settings import Settings
 from services.timesource import time_source
 from services.webhooks import Subscription, load_subscriptions, targets_by_unit
+from services.worker.anomalies import AnomalyLoop, KafkaAnomalySink
 from services.worker.batches import run_batch
 from services.worker.closed_loop import ClosedLoop, KafkaAlertSink, ScanLoop
 from services.worker.dead_letters import KafkaDeadLetters
@@ -155,6 +156,11 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
 
     app.timer(interval=settings.clock_scan_interval_s, name="clock-scanner")(scan_clocks)
 
+    async def anomalies() -> None:
+        await runtime.anomalies()
+
+    app.timer(interval=settings.clock_scan_interval_s, name="anomaly-announcer")(anomalies)
+
     async def deliver_webhooks() -> None:
         await runtime.deliver()
 
@@ -170,7 +176,7 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
 
 class _WorkerRuntime:
     """Owns the loop-bound resources (one database pool, the producers), created lazily inside
-    faust's event loop, and shared by the projector agent and the two timers."""
+    faust's event loop, and shared by the projector agent and the timers."""
 
     def __init__(
         self, settings: Settings, plan: WorkerPlan, metrics: WorkerMetrics, connectors: ConnectorMetrics
@@ -181,6 +187,7 @@ class _WorkerRuntime:
         self._connector_metrics = connectors
         self._projector: Projector | None = None
         self._scan: ScanLoop | None = None
+        self._anomalies: AnomalyLoop | None = None
         self._deliveries: DeliveryLoop | None = None
         self._db: AsyncEngine | None = None
         self._now = time_source(settings.time_source)
@@ -199,6 +206,13 @@ class _WorkerRuntime:
             sink = KafkaAlertSink(publisher, self._plan.codec)
             self._scan = ScanLoop(self._plan.closed_loop, self.db, sink, self._now)
         await self._scan.tick()
+
+    async def anomalies(self) -> None:
+        if self._anomalies is None:
+            publisher = KafkaPublisher(self._plan.bootstrap, client_id="liandong-anomalies")
+            sink = KafkaAnomalySink(publisher, self._plan.codec)
+            self._anomalies = AnomalyLoop(self.db, self._plan.closed_loop.directory, sink, self._now)
+        await self._anomalies.tick()
 
     async def deliver(self) -> None:
         if not self._plan.subscriptions:

@@ -167,6 +167,7 @@ LEVELS_ZH = {
     "red": "红色预警（已超期）",
     "escalated": "升级督办",
     "re_escalated": "再次升级督办",
+    "risk": "风险预警",
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.embedded_broker import free_port
-from tests.support import case_event, cloudevent_json, liandong, wait_for
+from tests.support import SUPERVISOR, case_event, cloudevent_json, liandong, wait_for
 
 UNIT = "shilou.enforcement-office"
 
@@ -40,9 +40,9 @@ class Hub:
     def output(self) -> str:
         return (self.tmp_path / f"up-{self.runs}.log").read_text(errors="replace")
 
-    def issue_key(self) -> str:
+    def issue_key(self, unit: str = UNIT) -> str:
         done = subprocess.run(
-            [*_cli(), "keys", "issue", UNIT], env={**os.environ, **self.env}, capture_output=True, check=True
+            [*_cli(), "keys", "issue", unit], env={**os.environ, **self.env}, capture_output=True, check=True
         )
         return done.stdout.decode().strip()
 
@@ -125,7 +125,7 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
     assert re.search(r"embedded broker \(Tansu\) at 127\.0\.0\.1:\d+", hub.output)
     assert len(hub.pids()) == 3, hub.output
 
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with httpx.AsyncClient(timeout=15, headers={"Authorization": f"Bearer {key}"}) as client:
         filed, decided = case_event("filed", "E2E-1"), case_event("decided", "E2E-1")
         response = await _post(client, hub, key, filed, decided, case_event("filed", "E2E-2"))
         assert response.status_code == 202, response.text
@@ -168,7 +168,7 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
 
     # Second run on the same data folder: a new, empty broker; the projections remain.
     await hub.up()
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with httpx.AsyncClient(timeout=15, headers={"Authorization": f"Bearer {key}"}) as client:
         kept = await client.get(f"{hub.api}/v1/cases/E2E-1")
         assert kept.status_code == 200
         assert kept.json()["stage"] == "decided"
@@ -187,12 +187,13 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
 
 
 async def test_liandong_up_demo_plays_a_simulated_year_whose_clock_the_hub_follows(hub: Hub) -> None:
+    key = hub.issue_key(SUPERVISOR)  # the district's figures are the supervisors' to read
     await hub.up("--demo", "--demo-minutes", "2")
     assert "demo: simulating 2022" in hub.output
     assert len(hub.pids()) == 4, hub.output  # broker, worker, API and the simulator
     clock = hub.tmp_path / "data" / "demo-clock.txt"
 
-    async with httpx.AsyncClient(timeout=15) as client:
+    async with httpx.AsyncClient(timeout=15, headers={"Authorization": f"Bearer {key}"}) as client:
 
         async def a_month_projected() -> dict[str, object] | None:
             if not clock.exists() or clock.read_text() < "2022-02":

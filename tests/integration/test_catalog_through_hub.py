@@ -25,13 +25,13 @@ from services.embedded_broker import EmbeddedBroker
 from services.keys import issue_key
 from services.settings import Settings
 from tests.processes import Workers
-from tests.support import wait_for
+from tests.support import reader_headers, wait_for
 
 BATCH = "application/cloudevents-batch+json"
 TOWNSHIP = "shilou"
-# The hub publishes these itself: the directory from its file, alerts from its clocks; an
-# acknowledgement is a command of the API (tested in test_clock_workers.py).
-UNPUBLISHABLE = ("directory.", "alert.")
+# The hub publishes these itself: the directory from its file, alerts from its clocks, anomalies
+# from its analysis; an acknowledgement is a command of the API (tested in test_clock_workers.py).
+UNPUBLISHABLE = ("directory.", "alert.", "anomaly.")
 
 
 def publisher_for(directory: Directory, event_type: str) -> str:
@@ -68,9 +68,12 @@ async def hub(
     app = create_app(
         Settings.from_env({"LIANDONG_DATA_DIR": str(tmp_path), "LIANDONG_DATABASE_URL": pg_url}), broker
     )
+    auth = await reader_headers(pg_url)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://hub", headers=auth
+        ) as client,
     ):
         yield client, keys
 

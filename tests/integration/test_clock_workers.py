@@ -248,7 +248,7 @@ async def test_a_second_worker_takes_over_the_clocks_of_a_stopped_one(
         order_id = issued.json()["order_id"]
 
         async def order_tracked() -> bool:
-            r = await client.get(f"/v1/matters/supervision/{order_id}")
+            r = await client.get(f"/v1/matters/supervision/{order_id}", headers=auth)
             return r.status_code == 200 and r.json()["open"] is True
 
         await wait_for(order_tracked, 30, "the supervision order as an open matter")

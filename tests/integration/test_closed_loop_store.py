@@ -262,7 +262,7 @@ async def test_the_case_page_shows_only_clocks_that_have_started(
 
     from services.api.app import create_app
     from services.settings import Settings
-    from tests.support import case_event
+    from tests.support import case_event, reader_headers
 
     # Filing stops the filing-decision clock, which (with no lead) never started; it starts the
     # decision clock.
@@ -271,9 +271,12 @@ async def test_the_case_page_shows_only_clocks_that_have_started(
         Settings.from_env({"LIANDONG_DATA_DIR": str(tmp_path), "LIANDONG_DATABASE_URL": store_url}),
         "127.0.0.1:1",
     )
+    auth = await reader_headers(store_url)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://hub", headers=auth
+        ) as client,
     ):
         case = (await client.get("/v1/cases/PG-1")).json()
     assert [c["rule_id"] for c in case["clocks"]] == ["case.decision"]

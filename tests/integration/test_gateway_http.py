@@ -398,13 +398,14 @@ async def test_an_unreachable_broker_is_answered_503_and_nothing_is_accepted(
 
 
 async def test_listing_cases_of_an_unknown_township_is_answered_400_naming_township(hub: Hub) -> None:
-    response = await hub.client.get("/v1/cases", params={"township": "nowhere"})
+    auth = {"Authorization": f"Bearer {hub.key}"}
+    response = await hub.client.get("/v1/cases", params={"township": "nowhere"}, headers=auth)
 
     problem = assert_problem(response, 400, "invalid_query")
     assert problem["errors"][0]["field"] == "township"
 
 
 async def test_an_unknown_case_is_answered_404_problem(hub: Hub) -> None:
-    response = await hub.client.get("/v1/cases/unknown")
+    response = await hub.client.get("/v1/cases/unknown", headers={"Authorization": f"Bearer {hub.key}"})
 
     assert_problem(response, 404, "not_found")

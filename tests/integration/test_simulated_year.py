@@ -25,7 +25,7 @@ from projections.db import make_engine
 from projections.migrate import upgrade
 from services.embedded_broker import EmbeddedBroker, free_port
 from tests.processes import Workers
-from tests.support import liandong, wait_for
+from tests.support import liandong, reader_headers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ async def test_a_simulated_2022_gives_the_articles_yearly_figures_through_every_
     }
     worker, worker_port = workers.start(bootstrap)
     server = processes.start("api", "api", env=env)
-    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=await reader_headers(pg_url)) as client:
 
         async def ready() -> bool:
             if server.poll() is not None:
