@@ -19,8 +19,11 @@ from events.catalog import topic_for
 from events.envelope import TYPE_PREFIX, Envelope
 from events.ids import uuid7
 from projections.schema import alert_recipients, alerts, clocks, deliveries
+from services.api.access import ScopeDep, ViewerDep
 from services.api.auth import authenticate, unauthenticated
 from services.api.context import ApiContext, Ctx
+from services.api.export import Column, Format, respond
+from services.api.listing import PAGE_MAX, Page, fetch
 from services.api.problems import problem
 from services.api.render import clock_json
 from services.api.render import iso as _iso
@@ -67,26 +70,51 @@ async def _inbox_unit(ctx: ApiContext, authorization: str | None, unit: str | No
     return unit
 
 
+INBOX_COLUMNS = (
+    Column("alert_id", "预警编号", "Alert id"),
+    Column("level", "级别", "Level"),
+    Column("rule_name_zh", "事项", "Rule"),
+    Column("about_area", "事项类型", "Area"),
+    Column("about_subject", "事项编号", "Subject"),
+    Column("township", "镇街", "Township"),
+    Column("responsible_unit", "责任单位", "Responsible unit"),
+    Column("deadline", "期限", "Deadline"),
+    Column("overdue_seconds", "超期秒数", "Seconds overdue"),
+    Column("raised_at", "发出时间", "Raised at"),
+    Column("acknowledged_at", "确认时间", "Acknowledged at"),
+    Column("acknowledged_by", "确认单位", "Acknowledged by"),
+    Column("withdrawn_at", "撤回时间", "Withdrawn at"),
+    Column("citation", "依据", "Basis"),
+)
+
+
 @router.get("/v1/inbox")
 async def inbox(
     ctx: Ctx,
     authorization: Authorization = None,
     unit: Annotated[str | None, Query(description="Another unit's inbox (supervisors only)")] = None,
-    level: Annotated[str | None, Query(description="yellow, red, escalated or re_escalated")] = None,
+    level: Annotated[str | None, Query(description="yellow, red, escalated, re_escalated or risk")] = None,
     open: Annotated[bool | None, Query(description="true: not withdrawn")] = True,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Annotated[
+        Format, Query(description="json (newest first, up to limit), or csv / xlsx: every matching alert")
+    ] = "json",
 ) -> Response:
     who = await _inbox_unit(ctx, authorization, unit)
     if isinstance(who, Response):
         return who
-    query = _inbox_query(who).order_by(alerts.c.raised_at.desc(), alerts.c.alert_id).limit(limit)
+    query = _inbox_query(who).order_by(alerts.c.raised_at.desc(), alerts.c.alert_id)
     if level is not None:
         query = query.where(alerts.c.level == level)
     if open is not None:
         query = query.where(alerts.c.withdrawn_at.is_(None) if open else alerts.c.withdrawn_at.is_not(None))
     async with ctx.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return JSONResponse({"unit": who, "items": [_alert_json(r) for r in rows]})
+        if format == "json":
+            rows = (await conn.execute(query.limit(limit))).all()
+            return JSONResponse({"unit": who, "items": [_alert_json(r) for r in rows]})
+        rows, total = await fetch(conn, query, Page(PAGE_MAX, 0, format))
+    items = [_alert_json(r) for r in rows]
+    return await respond(format, f"inbox-{who}", INBOX_COLUMNS, items, total=total, limit=total, offset=0)
 
 
 @router.get("/v1/inbox/stream")
@@ -245,15 +273,22 @@ async def issue_order(order: SupervisionOrder, ctx: Ctx, authorization: Authoriz
 @router.get("/v1/clocks")
 async def list_clocks(
     ctx: Ctx,
-    area: Annotated[str | None, Query()] = None,
-    subject: Annotated[str | None, Query()] = None,
-    responsible: Annotated[str | None, Query()] = None,
-    open: Annotated[bool | None, Query()] = None,
+    scope: ScopeDep,
+    area: Annotated[str | None, Query(description="Area of the matter, e.g. case, transfer")] = None,
+    subject: Annotated[str | None, Query(description="Case or matter id")] = None,
+    responsible: Annotated[str | None, Query(description="Responsible unit")] = None,
+    open: Annotated[bool | None, Query(description="true: running; false: stopped")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
+    """Clocks in the viewer's townships, nearest deadline first."""
     c = clocks.c
     # A clock known only from its stop event (it arrived before its start) has not started yet.
-    query = select(clocks).where(c.started_at.is_not(None)).order_by(c.deadline, c.clock_id).limit(limit)
+    query = (
+        select(clocks)
+        .where(c.started_at.is_not(None), *scope.where(c.township))
+        .order_by(c.deadline, c.clock_id)
+        .limit(limit)
+    )
     if area is not None:
         query = query.where(c.area == area)
     if subject is not None:
@@ -271,13 +306,17 @@ async def list_clocks(
 @router.get("/v1/deliveries")
 async def list_deliveries(
     ctx: Ctx,
+    viewer: ViewerDep,
     status: Annotated[str | None, Query(description="pending, delivered or failed")] = None,
-    alert_id: Annotated[str | None, Query()] = None,
+    alert_id: Annotated[str | None, Query(description="Deliveries of one alert")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONResponse:
-    """Webhook deliveries: failed ones stay here, visible, until someone retries them."""
+    """Webhook deliveries: failed ones stay here, visible, until someone retries them. A unit sees
+    its own; the supervision section sees every unit's."""
     d = deliveries.c
     query = select(deliveries).order_by(d.created_at.desc(), d.delivery_id).limit(limit)
+    if viewer.role != "district":
+        query = query.where(d.unit_id == viewer.unit)
     if status is not None:
         query = query.where(d.status == status)
     if alert_id is not None:

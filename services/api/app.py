@@ -72,6 +72,10 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
         summary="Integration hub for township comprehensive administrative enforcement",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN, which a district network
+        # may not reach; the schema itself is served at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     access.install(app)
     app.include_router(ingest.router, tags=["ingest"])

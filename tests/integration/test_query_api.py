@@ -528,3 +528,10 @@ async def test_the_live_stream_announces_a_change_once_an_event_is_projected(
 
     assert ready != changed
     assert changed.startswith('data: {"version": "')
+
+
+async def test_no_api_page_loads_scripts_from_a_cdn(client: httpx.AsyncClient) -> None:
+    # FastAPI's Swagger and ReDoc pages fetch their scripts from a CDN: offline, they would be blank.
+    assert (await client.get("/docs")).status_code == 404
+    assert (await client.get("/redoc")).status_code == 404
+    assert (await client.get("/openapi.json")).status_code == 200

@@ -45,6 +45,7 @@ LISTS = [
     "/v1/analysis/file-reviews",
     "/v1/analysis/on-time?group_by=township",
     "/v1/analysis/load",
+    "/v1/clocks",
 ]
 OTHER_READS = [
     "/v1/cases/C1",
@@ -56,6 +57,7 @@ OTHER_READS = [
     "/v1/me",
     "/v1/townships",
     "/v1/live",
+    "/v1/deliveries",
 ]
 
 
@@ -276,3 +278,27 @@ async def test_a_forged_cookie_is_answered_401_even_with_the_csrf_header(api: Ap
 
     assert_problem(read, 401)
     assert_problem(write, 401)
+
+
+async def test_a_unit_reads_its_own_webhook_deliveries_and_the_district_reads_all(api: Api) -> None:
+    async with api.client(await api.headers(POLICE)) as police:
+        own = await police.get("/v1/deliveries")
+    async with api.client(await api.headers(SUPERVISOR)) as district:
+        every = await district.get("/v1/deliveries")
+
+    assert own.status_code == every.status_code == 200
+    assert {d["unit_id"] for d in own.json()["items"]} <= {POLICE}
+
+
+async def test_the_inbox_exports_every_matching_alert_as_csv_with_chinese_headers(api: Api) -> None:
+    async with api.client(await api.headers(SUPERVISOR)) as client:
+        listed = (await client.get("/v1/inbox", params={"limit": 1})).json()["items"]
+        exported = await client.get("/v1/inbox", params={"limit": 1, "format": "csv"})
+        every = (await client.get("/v1/inbox", params={"limit": 1000})).json()["items"]
+
+    assert listed, "the store holds alerts for the supervision section"
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"].startswith("text/csv")
+    lines = exported.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("预警编号 Alert id,级别 Level")
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(a["alert_id"] for a in every)

@@ -116,7 +116,10 @@ async def test_a_failing_receiver_is_retried_later_and_a_rejecting_one_is_kept_a
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client,
     ):
-        failed = (await client.get("/v1/deliveries", params={"status": "failed"})).json()["items"]
+        as_unit = {"Authorization": f"Bearer {key}"}
+        failed = (await client.get("/v1/deliveries", params={"status": "failed"}, headers=as_unit)).json()[
+            "items"
+        ]
         assert [d["alert_id"] for d in failed] == [rejected]
         assert failed[0]["last_error"].startswith("unexpected_status") or "404" in failed[0]["last_error"]
         retry = await client.post(
