@@ -180,8 +180,8 @@ def run_up(settings: Settings, demo: DemoOptions | None = None) -> int:
             _say("启动失败", "a process failed to start; stopping")
             return 1
         _say(
-            f"接口已就绪：{api}（文档 {api}/docs），pid {children[1].pid}",
-            f"API ready at {api} (OpenAPI docs at {api}/docs), pid {children[1].pid}",
+            f"接口已就绪：{api}（接口说明 {api}/openapi.json），pid {children[1].pid}",
+            f"API ready at {api} (OpenAPI schema at {api}/openapi.json), pid {children[1].pid}",
         )
         _say(
             f"监督看板：{api}/dashboard/（以 liandong keys issue 单位编号 签发的密钥登录）",
