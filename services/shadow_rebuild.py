@@ -482,7 +482,8 @@ def _summary(result: ShadowResult) -> None:
     print(
         f"重建完成 rebuilt {', '.join(result.chosen.names)}: {r.records:,} records replayed "
         f"({r.applied:,} events) in {result.seconds:.1f} s, {result.rounds} round(s); live projectors "
-        f"paused {result.paused_s:.2f} s for the last {result.paused_records:,}; undecodable: {dead}"
+        f"paused {result.paused_s:.2f} s (catch-up of {result.paused_records:,} records, and the swap); "
+        f"undecodable: {dead}"
     )
     for s in result.swapped:
         print(f"  {s.table}: {s.written:,} written, {s.deleted:,} deleted, the rest unchanged")

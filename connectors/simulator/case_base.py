@@ -59,6 +59,7 @@ class CaseStory:
         else:
             self.short = world.directory.units[plan.filer].name_zh[1:3]
         self.major = False
+        self.skips_legal_review = False  # an injected lapse: a major case decided without review
         self.fine = 0
         self.stall_step: str | None = None
         self.stall_mode: str | None = None

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.simulator.case_base import CaseStory, iso
+from connectors.simulator.simulated import LEGAL_REVIEW_MISSING
 from connectors.simulator.world import NEVER
 
 PUBLICATION_PLATFORM = "广东省行政执法信息公示平台"
@@ -52,9 +53,10 @@ class DecisionSteps(CaseStory):
             "decision_number": self.decision_number,
             "major_case": self.major,
         }
-        if self.major:
+        if self.major and not self.skips_legal_review:
             data["legal_review_id"] = self.review_id
-        return self.add(decided, "case.decided.v2", data)
+        lapse = LEGAL_REVIEW_MISSING if self.skips_legal_review else None
+        return self.add(decided, "case.decided.v2", data, anomaly=lapse)
 
     def _after_decision(self, decided: datetime, outcome: str) -> None:
         rng, days, p, plan = self.rng, self.days, self.p, self.plan

@@ -33,6 +33,13 @@ class _Case(InvestigationSteps, DecisionSteps):
         rng, p, plan = self.rng, self.p, self.plan
         forced = plan.reconsideration is not None
         self.major = rng.random() < self.category.major
+        # Its own stream: drawing the lapse shifts no other draw of this case or of the year.
+        self.skips_legal_review = (
+            self.major
+            and self.is_office
+            and not forced
+            and self.w.rng("lapse", plan.subject).random() < p.rate("anomalies", "legal_review_missing")
+        )
         evidence = not forced and self.chance("evidence_preserved")
         established = forced or self.chance("violation_established")
         crime = established and not forced and self.chance("suspected_crime")
@@ -84,7 +91,7 @@ class _Case(InvestigationSteps, DecisionSteps):
         before_decision = investigated
         if crime:
             before_decision = self._criminal_transfer(investigated)
-        if self.major:
+        if self.major and not self.skips_legal_review:
             before_decision = self._legal_review(before_decision)
         if outcome in ("penalty", "other"):
             before_decision = self._notice(before_decision)

@@ -8,11 +8,13 @@ consultations have a duty clock among them, so only they count in the stall ledg
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from connectors.simulator.cases import iso
 from connectors.simulator.leads import OTHER_AGENCIES, pick
 from connectors.simulator.scheduler import Process
+from connectors.simulator.simulated import REPEAT_INSPECTION
+from connectors.simulator.timing import CST
 from connectors.simulator.world import NEVER, Timeline, World
 
 DISTRICT_LEAD = "district.urban-management"
@@ -242,6 +244,7 @@ def permit(world: World, township: str, subject: str, day: date) -> Process:
     )
     if rng.random() < p.rate("mechanisms", "permit_inspection"):
         tasked_at = days.after_cd(granted, (10, 40), rng)
+        own = _own_inspection(world, granted, tasked_at, subject)
         tasked = t.add(
             tasked_at,
             issuer,
@@ -253,8 +256,12 @@ def permit(world: World, township: str, subject: str, day: date) -> Process:
                 "due": iso(days.deadline_wd(tasked_at, 20)),
                 "permit_id": subject,
                 "business_name": business,
+                "business_credit_code": code,
             },
+            anomaly=REPEAT_INSPECTION if own is not None and own[0] < tasked_at else None,
         )
+        if own is not None:
+            _inspect_again(world, t, own, issuer, township, subject, business, code, tasked_at)
         finding = pick(rng, {"compliant": 0.8, "rectification_ordered": 0.15, "violation_found": 0.05})
         done = t.add(
             days.after_wd(tasked, (3, 15), rng),
@@ -277,6 +284,67 @@ def permit(world: World, township: str, subject: str, day: date) -> Process:
                 },
             )
     yield from t.facts()
+
+
+def _own_inspection(
+    world: World, granted: datetime, tasked_at: datetime, subject: str
+) -> tuple[datetime, random.Random] | None:
+    """When the permit's issuer also inspects the business itself, a few working days before or
+    after the office's inspection (an injected repeat inspection); None for most permits.
+
+    Drawn from the permit's own "repeat" stream, so that the permit's other draws stay as they were.
+    """
+    rng, days, p = world.rng("repeat", subject), world.days, world.profile
+    if rng.random() >= p.rate("anomalies", "repeat_inspection"):
+        return None
+    gap = rng.randint(*p.span("anomalies", "repeat_gap_wd"))
+    office_day = tasked_at.astimezone(CST).date()
+    day = days.sub_working(office_day, gap)
+    if rng.random() < 0.5 or day <= granted.astimezone(CST).date():
+        day = days.add_working(office_day, gap)  # after the office's, or before it is impossible
+    return days.office_time(day, rng), rng
+
+
+def _inspect_again(
+    world: World,
+    t: Timeline,
+    own: tuple[datetime, random.Random],
+    issuer: str,
+    township: str,
+    subject: str,
+    business: str,
+    code: str,
+    office_tasked: datetime,
+) -> None:
+    """The issuer's own spot check (双随机抽查) of the business, under a task id of its own."""
+    at, rng = own
+    task = f"{subject}-JC"
+    tasked = t.add(
+        at,
+        issuer,
+        "linkage.inspection_tasked.v1",
+        task,
+        {
+            "inspecting_unit": issuer,
+            "township": township,
+            "due": iso(world.days.deadline_wd(at, 20)),
+            "permit_id": subject,
+            "scope": "“双随机、一公开”抽查",
+            "business_name": business,
+            "business_credit_code": code,
+        },
+        anomaly=REPEAT_INSPECTION if at > office_tasked else None,
+    )
+    t.add(
+        world.days.after_wd(tasked, (1, 5), rng),
+        issuer,
+        "linkage.inspection_completed.v1",
+        task,
+        {
+            "finding": pick(rng, {"compliant": 0.85, "rectification_ordered": 0.15}),
+            "detail": "按年度抽查计划开展检查",
+        },
+    )
 
 
 def supervisor_report(world: World, township: str, subject: str, day: date, number: int) -> Process:

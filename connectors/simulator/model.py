@@ -90,6 +90,7 @@ class YearModel:
             record_id=record_id,
             event_id=event_id_for(fact.unit, record_id),
             data=fact.data,
+            anomaly=fact.anomaly,
         )
 
     def _case_arrivals(self) -> Process:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from connectors.simulator.channels import Channel
-from connectors.simulator.simulated import SimulatedEvent
+from connectors.simulator.simulated import INJECTED_KINDS, SimulatedEvent
 from connectors.simulator.timing import CST
 
 MAX = "max"
@@ -80,6 +80,8 @@ class Summary:
     events: int = 0
     by_channel: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
+    # The lapses injected on purpose and published: what the hub's anomaly checks should find.
+    injected: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(INJECTED_KINDS, 0)))
     windows: int = 0
     wall_s: float = 0.0
     behind_s: float = 0.0  # the most the publishing fell behind the paced wall clock
@@ -90,6 +92,7 @@ class Summary:
             "events": self.events,
             "by_channel": dict(self.by_channel),
             "by_type": dict(sorted(self.by_type.items())),
+            "injected_anomalies": dict(sorted(self.injected.items())),
             "windows": self.windows,
             "wall_s": round(self.wall_s, 1),
             "behind_s": round(self.behind_s, 1),
@@ -155,6 +158,8 @@ async def play(
             boundary = min(boundary + pace.window, end)
         buffer.append(event)
         summary.by_type[event.type] += 1
+        if event.anomaly is not None:
+            summary.injected[event.anomaly] += 1
         if len(buffer) >= max_buffer:
             await flush()
     while boundary < end:

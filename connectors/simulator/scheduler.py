@@ -16,7 +16,8 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Fact:
-    """One event a process wants published. `key` tells apart repeats of a type on one subject."""
+    """One event a process wants published. `key` tells apart repeats of a type on one subject;
+    `anomaly` names the deliberate lapse this fact completes, if any (see `SimulatedEvent`)."""
 
     time: datetime
     unit: str
@@ -25,6 +26,7 @@ class Fact:
     data: Mapping[str, Any]
     key: str = ""
     publish_at: datetime | None = None
+    anomaly: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

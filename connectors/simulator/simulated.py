@@ -17,6 +17,12 @@ from events.catalog import Catalog
 from events.directory import Directory
 from events.envelope import SPECVERSION, TYPE_PREFIX, Envelope
 
+# The lapses the simulator injects on purpose, named as the hub's anomaly kinds
+# (projections/anomalies.py), so that a run can be checked against what the hub finds.
+REPEAT_INSPECTION = "repeat_inspection"
+LEGAL_REVIEW_MISSING = "legal_review_missing"
+INJECTED_KINDS = (LEGAL_REVIEW_MISSING, REPEAT_INSPECTION)
+
 
 @dataclass(frozen=True, slots=True)
 class SimulatedEvent:
@@ -24,6 +30,9 @@ class SimulatedEvent:
 
     `time` is when it occurred (simulated, +08:00); `publish_at` is when its unit publishes it,
     later than `time` for a weekly spreadsheet upload. The stream is ordered by `publish_at`.
+    `anomaly` is one of `INJECTED_KINDS` on the event that completes a lapse the simulator
+    injected (the later inspection of a repeat pair, a major decision without legal review), so
+    that each one the hub should find is counted once; it is not part of what the unit publishes.
     """
 
     time: datetime
@@ -35,6 +44,7 @@ class SimulatedEvent:
     record_id: str
     event_id: str
     data: Mapping[str, Any]
+    anomaly: str | None = None
 
     @property
     def area(self) -> str:

@@ -55,8 +55,9 @@ class Timeline:
         *,
         key: str = "",
         publish_at: datetime | None = None,
+        anomaly: str | None = None,
     ) -> datetime:
-        self._facts.append(Fact(at, unit, short_type, subject, data, key, publish_at))
+        self._facts.append(Fact(at, unit, short_type, subject, data, key, publish_at, anomaly))
         return at
 
     def facts(self) -> Iterator[Fact]:
