@@ -70,13 +70,23 @@ def invalid(field: str, reason: str) -> ProblemError:
 
 
 async def query_problem(request: Request, exc: Exception) -> Response:
-    """FastAPI's validation errors of query and path parameters, as a 400 problem naming each one."""
+    """FastAPI's validation errors as problem+json naming each field: 400 for query and path
+    parameters, 422 for a request body (malformed JSON, a missing or mistyped field, too long)."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    if not errors or any(e["loc"][0] not in ("query", "path") for e in errors):
+    if not errors:
         return await request_validation_exception_handler(request, exc)
-    found = [FieldProblem(str(e["loc"][-1]), str(e["msg"])) for e in errors]
-    return problem(400, "invalid_query", "Invalid query parameter", "查询参数无效", found)
+    if all(e["loc"][0] in ("query", "path") for e in errors):
+        found = [FieldProblem(str(e["loc"][-1]), str(e["msg"])) for e in errors]
+        return problem(400, "invalid_query", "Invalid query parameter", "查询参数无效", found)
+    found = [FieldProblem(_body_field(e["loc"]), str(e["msg"])) for e in errors]
+    return problem(422, "invalid_body", "The request body is not valid", "请求内容不符合要求", found)
+
+
+def _body_field(loc: Sequence[Any]) -> str:
+    # ("body", "key") -> "key"; a JSON syntax error is located by character offset: "body".
+    names = [str(part) for part in loc[1:] if isinstance(part, str)]
+    return ".".join(names) or str(loc[0])
 
 
 # --- paging and format ---------------------------------------------------------------------------

@@ -302,3 +302,30 @@ async def test_the_inbox_exports_every_matching_alert_as_csv_with_chinese_header
     lines = exported.content.decode("utf-8-sig").splitlines()
     assert lines[0].startswith("预警编号 Alert id,级别 Level")
     assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(a["alert_id"] for a in every)
+
+
+async def test_signing_in_refuses_malformed_wrong_and_oversize_bodies_and_repeats_harmlessly(
+    api: Api,
+) -> None:
+    key = (await api.headers(SHILOU_OFFICE))["Authorization"].removeprefix("Bearer ")
+    async with api.client() as browser:
+        out_first = await browser.delete("/v1/session")  # signing out before signing in
+        malformed = await browser.post(
+            "/v1/session", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        wrong_schema = await browser.post("/v1/session", json={"secret": key})
+        wrong_type = await browser.post("/v1/session", json={"key": 42})
+        oversize = await browser.post("/v1/session", json={"key": "ld_" + "x" * 5000})
+        first = await browser.post("/v1/session", json={"key": key})
+        again = await browser.post("/v1/session", json={"key": key})
+        me = await browser.get("/v1/me")
+
+    assert out_first.status_code == 204
+    for refused in (malformed, wrong_schema, wrong_type, oversize):
+        assert refused.status_code in (400, 422), refused.text
+        assert refused.headers["content-type"].startswith(PROBLEM), refused.text
+    for refused in (wrong_schema, wrong_type, oversize):
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["field"] == "key", refused.text
+    assert first.status_code == again.status_code == 204
+    assert me.json()["unit"] == SHILOU_OFFICE
