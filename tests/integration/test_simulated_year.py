@@ -80,6 +80,49 @@ def _sample(text: str, name: str) -> float:
     )
 
 
+async def _anomaly_ids(client: httpx.AsyncClient, kind: str) -> tuple[int, set[str]]:
+    body = (await client.get("/v1/anomalies", params={"kind": kind, "limit": 1000})).json()
+    return body["total"], {item["anomaly_id"] for item in body["items"]}
+
+
+async def _wait_for_anomalies(client: httpx.AsyncClient, injected: dict[str, int]) -> dict[str, set[str]]:
+    """The open anomalies of each injected kind, once the hub has found at least as many."""
+
+    async def enough() -> bool:
+        return all((await _anomaly_ids(client, kind))[0] >= n for kind, n in injected.items())
+
+    try:
+        await wait_for(enough, 60, "the hub to find the injected anomalies", interval_s=1.0)
+    except AssertionError:
+        totals = {kind: (await _anomaly_ids(client, kind))[0] for kind in injected}
+        raise AssertionError(f"the hub found {totals}; the simulator injected {injected}") from None
+    found = {kind: await _anomaly_ids(client, kind) for kind in injected}
+    assert {kind: total for kind, (total, _) in found.items()} == injected
+    return {kind: ids for kind, (_, ids) in found.items()}
+
+
+async def _wait_for_risk_alerts(client: httpx.AsyncClient, found: dict[str, set[str]]) -> None:
+    """Each anomaly is announced once and becomes a risk alert (alert id = anomaly id) in the
+    district supervision section's inbox, under the rule `anomaly.<kind>`."""
+
+    async def raised() -> dict[str, set[str]] | None:
+        body = (await client.get("/v1/inbox", params={"level": "risk", "limit": 1000})).json()
+        by_rule: dict[str, set[str]] = {}
+        for item in body["items"]:
+            by_rule.setdefault(item["rule_id"], set()).add(item["alert_id"])
+        complete = all(ids <= by_rule.get(f"anomaly.{kind}", set()) for kind, ids in found.items())
+        return by_rule if complete else None
+
+    try:
+        by_rule = await wait_for(raised, 60, "the announcer's risk alerts in the inbox", interval_s=1.0)
+    except AssertionError:
+        body = (await client.get("/v1/inbox", params={"level": "risk", "limit": 1000})).json()
+        rules = sorted(item["rule_id"] for item in body["items"])
+        raise AssertionError(f"risk alerts in the inbox: {rules}; anomalies {found}") from None
+    for kind, ids in found.items():
+        assert by_rule[f"anomaly.{kind}"] == ids
+
+
 async def test_a_simulated_2022_gives_the_articles_yearly_figures_through_every_channel(
     fresh_broker: EmbeddedBroker, workers: Workers, processes: Processes, pg_url: str, tmp_path: Path
 ) -> None:
@@ -162,6 +205,14 @@ async def test_a_simulated_2022_gives_the_articles_yearly_figures_through_every_
         assert imported.json()["handling_unit"] == "district.housing-construction"
         runs = json.dumps((await client.get("/v1/connectors")).json(), ensure_ascii=False)
         assert "district.housing-construction" in runs
+
+        # The lapses the simulator injected (its summary counts those it published) are what the
+        # hub's checks find, and each is announced into the supervision section's inbox.
+        injected: dict[str, int] = summary["injected_anomalies"]
+        assert set(injected) == {"repeat_inspection", "legal_review_missing"}
+        assert all(n > 0 for n in injected.values()), injected
+        found = await _wait_for_anomalies(client, injected)
+        await _wait_for_risk_alerts(client, found)
     print(
         f"\nsimulated 2022: {summary['events']} events, published in {published:.0f} s, "
         f"figures in {time.monotonic() - began:.0f} s; {summary['by_channel']}"
