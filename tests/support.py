@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -249,3 +249,26 @@ async def reader_headers(database_url: str, unit: str = SUPERVISOR) -> dict[str,
     finally:
         await engine.dispose()
     return {"Authorization": f"Bearer {key}"}
+
+
+def plain(value: Any) -> Any:
+    """The same fact reads the same from PostgreSQL and SQLite (which returns naive UTC times)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def replay_settings(url: str, data_dir: Path, bootstrap: str, now_file: Path) -> Any:
+    """Settings of a replay (`liandong rebuild`, `liandong projections rebuild`) in a test."""
+    from services.settings import Settings
+
+    return Settings.from_env(
+        {
+            "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
+            "LIANDONG_DATABASE_URL": url,
+            "LIANDONG_DATA_DIR": str(data_dir),
+            "LIANDONG_TIME_SOURCE": f"file:{now_file}",
+        }
+    )

@@ -19,8 +19,12 @@ from fastapi import FastAPI
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events.catalog import Catalog
 from events.envelope import Envelope
+from events.registry import LocalSchemaRegistry
 from events.serde import EventCodec
+from projections.db import make_engine
+from projections.migrate import upgrade
 from projections.schema import anomalies, disputes, file_reviews
 from services.api.app import create_app
 from services.settings import Settings
@@ -179,6 +183,18 @@ DISPUTES = [
 def _utc(row: Mapping[str, Any]) -> dict[str, Any]:
     # Written as the projections write them: in UTC (SQLite keeps a time's digits, not its zone).
     return {k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+async def fill(url: str) -> None:
+    """Migrate the store at `url` and project the half-year into it."""
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+        codec = EventCodec(Catalog.load(), LocalSchemaRegistry())
+        await codec.prepare()
+        await build(engine, codec)
+    finally:
+        await engine.dispose()
 
 
 async def build(engine: AsyncEngine, codec: EventCodec) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,16 @@ from services.shadow_rebuild import ProgressBar
 from services.store import issue
 from tests.integration.test_rebuild import checkpoints, end_offsets
 from tests.processes import Workers
-from tests.support import case_event, catalog_event, create_pg_database, drop_pg_database, liandong, wait_for
+from tests.support import (
+    case_event,
+    catalog_event,
+    create_pg_database,
+    drop_pg_database,
+    liandong,
+    plain,
+    replay_settings,
+    wait_for,
+)
 
 T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 # A month on: the service and publication clocks of every decision not served or published have
@@ -143,14 +152,6 @@ async def publish(bootstrap: str, events: Sequence[Envelope]) -> None:
         await publisher.close()
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
 async def snapshot(
     engine: AsyncEngine, tables: Sequence[Table], skip: dict[str, set[str]]
 ) -> dict[str, list[tuple[Any, ...]]]:
@@ -160,19 +161,13 @@ async def snapshot(
         for table in tables:
             columns = [c for c in table.c if c.name not in skip.get(table.name, set())]
             query = select(*columns).order_by(*table.primary_key.columns)
-            out[table.name] = [tuple(_plain(v) for v in row) for row in await conn.execute(query)]
+            out[table.name] = [tuple(plain(v) for v in row) for row in await conn.execute(query)]
     return out
 
 
 def settings_for(url: str, tmp_path: Path, bootstrap: str, now_file: Path) -> Settings:
-    return Settings.from_env(
-        {
-            "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
-            "LIANDONG_DATABASE_URL": url,
-            "LIANDONG_DATA_DIR": str(tmp_path / "data"),
-            "LIANDONG_TIME_SOURCE": f"file:{now_file}",
-        }
-    )
+    settings: Settings = replay_settings(url, tmp_path / "data", bootstrap, now_file)
+    return settings
 
 
 def hub_env(url: str, tmp_path: Path, bootstrap: str, now_file: Path) -> dict[str, str]:

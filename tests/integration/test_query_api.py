@@ -27,7 +27,7 @@ from projections.schema import anomalies
 from services.api import listing, live
 from services.api.export import cell
 from services.api.trend import bucket, buckets
-from tests.integration.analysis_data import SHILOU_OFFICE, Api, at, build, utc
+from tests.integration.analysis_data import SHILOU_OFFICE, Api, at, fill, utc
 from tests.projector_kit import projector, records
 from tests.support import case_event, create_pg_database, drop_pg_database, serving
 
@@ -43,14 +43,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         if request.param == "sqlite"
         else await create_pg_database()
     )
-    engine = make_engine(url)
-    try:
-        await upgrade(engine)
-        codec = EventCodec(Catalog.load(), LocalSchemaRegistry())
-        await codec.prepare()
-        await build(engine, codec)
-    finally:
-        await engine.dispose()
+    await fill(url)
     instance = Api(url, folder)
     try:
         async with instance.app.router.lifespan_context(instance.app):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,15 @@ from services.embedded_broker import EmbeddedBroker
 from services.rebuild import Progress, rebuild
 from services.settings import Settings
 from tests.processes import Workers
-from tests.support import case_event, catalog_event, create_pg_database, drop_pg_database, wait_for
+from tests.support import (
+    case_event,
+    catalog_event,
+    create_pg_database,
+    drop_pg_database,
+    plain,
+    replay_settings,
+    wait_for,
+)
 
 T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 # Every clock these events start is days from its first threshold at this moment: the worker's scanner
@@ -131,15 +139,6 @@ async def checkpoints(engine: AsyncEngine, consumer: str) -> dict[tuple[str, int
         return {(r.topic, r.partition): int(r.offset) + 1 for r in rows}
 
 
-def _plain(value: Any) -> Any:
-    """The same fact reads the same from PostgreSQL and SQLite (which returns naive UTC times)."""
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
 async def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
     engine = make_engine(url)
     out: dict[str, list[tuple[Any, ...]]] = {}
@@ -153,7 +152,7 @@ async def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
                     # Open anomalies do not depend on batching; resolved ones do: a decision and its
                     # late filing in one batch never raise one, in two batches they raise and resolve.
                     query = query.where(schema.anomalies.c.resolved_at.is_(None))
-                rows = [tuple(_plain(v) for v in row) for row in await conn.execute(query)]
+                rows = [tuple(plain(v) for v in row) for row in await conn.execute(query)]
                 out[table.name] = sorted(rows, key=repr)
     finally:
         await engine.dispose()
@@ -161,14 +160,8 @@ async def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def settings_for(url: str, tmp_path: Path, bootstrap: str, now_file: Path) -> Settings:
-    return Settings.from_env(
-        {
-            "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
-            "LIANDONG_DATABASE_URL": url,
-            "LIANDONG_DATA_DIR": str(tmp_path / "rebuild-data"),
-            "LIANDONG_TIME_SOURCE": f"file:{now_file}",
-        }
-    )
+    settings: Settings = replay_settings(url, tmp_path / "rebuild-data", bootstrap, now_file)
+    return settings
 
 
 async def test_a_rebuild_into_fresh_stores_gives_the_live_workers_projections_and_a_rerun_changes_nothing(

@@ -14,13 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from events.catalog import Catalog
-from events.registry import LocalSchemaRegistry
-from events.serde import EventCodec
 from projections.db import make_engine
-from projections.migrate import upgrade
 from projections.schema import api_keys
-from tests.integration.analysis_data import SHILOU_OFFICE, Api, build
+from tests.integration.analysis_data import SHILOU_OFFICE, Api, fill
 from tests.support import create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.integration
@@ -65,14 +61,7 @@ OTHER_READS = [
 async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     """One store for the module: the tests only read it, and issue or revoke keys of their own."""
     url = await create_pg_database()
-    engine = make_engine(url)
-    try:
-        await upgrade(engine)
-        codec = EventCodec(Catalog.load(), LocalSchemaRegistry())
-        await codec.prepare()
-        await build(engine, codec)
-    finally:
-        await engine.dispose()
+    await fill(url)
     instance = Api(url, tmp_path_factory.mktemp("roles"))
     try:
         async with instance.app.router.lifespan_context(instance.app):
