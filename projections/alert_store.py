@@ -5,7 +5,8 @@ order on one partition.
 
 An announced anomaly (`anomaly.detected`) is an alert too, of level `risk`: its clock id is
 "anomaly:" + anomaly id, which is also the subject its acknowledgements carry. Its deadline and
-threshold are the moment it was detected; nothing is overdue about it.
+threshold are the moment it was detected; nothing is overdue about it. It is withdrawn when the
+anomaly is resolved (`alert.withdrawn`, published by the anomaly announcer).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.envelope import TYPE_PREFIX, Envelope
-from projections.bulk import merge
+from projections.bulk import any_of, merge
 from projections.runtime import Positioned
-from projections.schema import alert_recipients, alerts, deliveries
+from projections.schema import alert_recipients, alerts, deliveries, event_history
 
 RAISED = TYPE_PREFIX + "alert.raised.v1"
 WITHDRAWN = TYPE_PREFIX + "alert.withdrawn.v1"
@@ -95,6 +96,7 @@ class AlertProjection:
                 _new_recipients,
             )
             await self._queue_deliveries(conn, raised)
+            await _withdrawn_before_raised(conn, [e for e in raised if e.data["level"] == RISK])
         for e in ordered:
             if e.type == WITHDRAWN:
                 await conn.execute(
@@ -155,7 +157,36 @@ def _as_alert(e: Envelope) -> Envelope:
         "proposed_order": None,
         "recipients": d["recipients"],
     }
-    return replace(e, type=RAISED, subject="anomaly:" + d["anomaly_id"], data=data)
+    return replace(e, type=RAISED, subject=anomaly_clock_id(d["anomaly_id"]), data=data)
+
+
+def anomaly_clock_id(anomaly_id: str) -> str:
+    """The clock id of an anomaly's risk alert: the subject of its acknowledgements and withdrawal."""
+    return "anomaly:" + anomaly_id
+
+
+async def _withdrawn_before_raised(conn: AsyncConnection, raised: Sequence[Envelope]) -> None:
+    """Apply withdrawals the event history holds from before their risk alert was raised.
+
+    A risk alert is raised from the anomaly topic and withdrawn on the alert topic. Live, the
+    withdrawal is only published once the alert row exists; but a rebuild replays both topics side by
+    side, and a withdrawal applied first found no row to mark. Republishing it would not help: the
+    event history already holds its id."""
+    if not raised:
+        return
+    h = event_history.c
+    by_clock = {e.subject: e.data["alert_id"] for e in raised}
+    rows = await conn.execute(
+        select(h.subject, func.min(h.occurred_at))
+        .where(h.area == "alert", any_of(conn, h.subject, sorted(by_clock)), h.type == WITHDRAWN)
+        .group_by(h.subject)
+    )
+    for subject, at in rows.all():
+        await conn.execute(
+            update(alerts)
+            .where(alerts.c.alert_id == by_clock[subject], alerts.c.withdrawn_at.is_(None))
+            .values(withdrawn_at=at)
+        )
 
 
 def _delivery_id(alert_id: str, unit: str, target: str) -> str:

@@ -5,6 +5,13 @@ heal themselves when the late fact arrives). The announcer claims unannounced ro
 SKIP LOCKED`, publishes (acknowledged by the broker), then records `announced_at` in the same
 transaction. A crash or a failed publish leaves `announced_at` NULL, so the next pass announces the
 row again; the event id is derived from the anomaly id, so every consumer keeps one copy.
+
+It also withdraws: an anomaly resolved after it was announced (the legal review arrived late, late
+filings undid a case-flow finding) whose risk alert is still open gets one `alert.withdrawn` event.
+Nothing is recorded on the anomaly: the alert row itself says whether it was withdrawn, and until
+the alert projection has caught up every pass publishes the same event id again, which the event
+history deduplicates. An anomaly that reopens after its alert was withdrawn keeps that alert
+withdrawn: it is open again in `GET /v1/anomalies` and the analysis, not in the inbox.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.directory import Directory
 from events.envelope import TYPE_PREFIX, Envelope
+from projections.alert_store import RISK, anomaly_clock_id
 from projections.anomalies import REPEAT_INSPECTION, anomaly_id
 from projections.bulk import any_of
-from projections.schema import anomalies, cases, inspections
+from projections.schema import alerts, anomalies, cases, inspections
 
 DETECTED = TYPE_PREFIX + "anomaly.detected.v1"
+WITHDRAWN = TYPE_PREFIX + "alert.withdrawn.v1"
+RESOLVED = "anomaly_resolved"
 HUB_SOURCE = "liandong.hub"
 ANNOUNCED_CATEGORIES = ("three_systems", "risk", "flow")
 _NAMESPACE = uuid.UUID("3c0d6f0e-5a4b-4f5e-9a51-2b7d8c1e6a40")
@@ -32,7 +42,7 @@ _NAMESPACE = uuid.UUID("3c0d6f0e-5a4b-4f5e-9a51-2b7d8c1e6a40")
 
 class AnomalySink(Protocol):
     async def publish(self, events: Sequence[Envelope]) -> None:
-        """Return only once the broker acknowledged every event."""
+        """Return only once the broker acknowledged every event (each on its area's topic)."""
         ...
 
 
@@ -82,6 +92,11 @@ def kind_name(kind: str) -> KindName:
 def event_id(anomaly_id: str) -> str:
     """One event per anomaly, whoever announces it and however often."""
     return str(uuid.uuid5(_NAMESPACE, f"anomaly.detected|{anomaly_id}"))
+
+
+def withdrawal_id(anomaly_id: str, resolved_at: datetime) -> str:
+    """One withdrawal per resolution of an anomaly, however often it is published."""
+    return str(uuid.uuid5(_NAMESPACE, f"{anomaly_id}|withdrawn|{_utc(resolved_at).isoformat()}"))
 
 
 def _pair_id(first: str, second: str) -> str:
@@ -153,6 +168,37 @@ class AnomalyAnnouncer:
                 .values(announced_at=now)
             )
         return len(events), len(rows)
+
+    async def withdraw(self) -> int:
+        """Withdraw the open risk alert of every resolved anomaly; the number of withdrawals published.
+
+        Pages by anomaly id: nothing changes in the store until the alert projection applies the
+        withdrawals, so the same rows would come back first on every page."""
+        a, t = anomalies.c, alerts.c
+        total, after = 0, ""
+        while True:
+            async with self._db.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(a.anomaly_id, a.kind, a.resolved_at, t.case_id)
+                        .select_from(anomalies.join(alerts, t.alert_id == a.anomaly_id))
+                        .where(
+                            a.resolved_at.is_not(None),
+                            t.withdrawn_at.is_(None),
+                            t.level == RISK,
+                            a.anomaly_id > after,
+                        )
+                        .order_by(a.anomaly_id)
+                        .limit(self._batch)
+                    )
+                ).all()
+            if not rows:
+                return total
+            await self._sink.publish([_withdrawal(*r) for r in rows])
+            total += len(rows)
+            if len(rows) < self._batch:
+                return total
+            after = rows[-1].anomaly_id
 
     async def _facts(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> dict[str, _Facts]:
         out: dict[str, _Facts] = {}
@@ -233,3 +279,22 @@ class AnomalyAnnouncer:
             "case_id": row.subject if row.area == "case" else None,
         }
         return Envelope(event_id(row.anomaly_id), DETECTED, HUB_SOURCE, row.anomaly_id, detected_at, data)
+
+
+def _withdrawal(anomaly: str, kind: str, resolved: datetime, case_id: str | None) -> Envelope:
+    """`alert.withdrawn` for the risk alert of a resolved anomaly, at the moment it was resolved.
+
+    Its subject is the alert's clock id, so it is keyed like the alert's acknowledgements."""
+    resolved_at = _utc(resolved)
+    name = kind_name(kind)
+    data = {
+        "alert_id": anomaly,
+        "level": RISK,
+        "reason": RESOLVED,
+        "closed_at": resolved_at,
+        "case_id": case_id,
+        "note": f"异常已消除，风险预警撤回：{name.zh} | The anomaly was resolved, the risk alert withdrawn: "
+        f"{name.en}",
+    }
+    subject = anomaly_clock_id(anomaly)
+    return Envelope(withdrawal_id(anomaly, resolved_at), WITHDRAWN, HUB_SOURCE, subject, resolved_at, data)

@@ -67,6 +67,7 @@ class AnomalyProjection:
         found = [
             anomaly
             for (area, subject), entries in history.items()
+            if not _risk_alert(area, subject)
             for anomaly in detect(area, subject, entries, subject in major, self._mechanisms)
         ]
         tasked = {
@@ -111,6 +112,13 @@ class AnomalyProjection:
             .where(not_(any_of(conn, a.anomaly_id, [x.anomaly_id for x in found])))
             .values(resolved_at=now)
         )
+
+
+def _risk_alert(area: str, subject: str) -> bool:
+    """A risk alert's raise is its `anomaly.detected` event, under the bare anomaly id: the alert's
+    own subject ("anomaly:" + id) never holds an `alert.raised`, so its acknowledgement and its
+    withdrawal are not out of order."""
+    return area == "alert" and subject.startswith("anomaly:")
 
 
 async def _histories(

@@ -1,5 +1,6 @@
-"""Anomalies in the worker: detect case-flow anomalies on the wall clock, then announce every
-anomaly worth a person's attention as an `anomaly.detected` event, which becomes a risk alert."""
+"""Anomalies in the worker: detect case-flow anomalies on the wall clock, announce every anomaly
+worth a person's attention as an `anomaly.detected` event, which becomes a risk alert, and withdraw
+the risk alert of every anomaly resolved since (`alert.withdrawn`)."""
 
 from __future__ import annotations
 
@@ -20,30 +21,34 @@ from projections.case_flow import detect_case_flow
 from services.timesource import Now
 
 log = logging.getLogger(__name__)
-ANOMALY_TOPIC = topic_for("anomaly")
 
 
 class KafkaAnomalySink:
+    """Each event on its area's topic: `anomaly.detected` on the anomaly topic, `alert.withdrawn` on
+    the alert topic beside the alert's acknowledgements."""
+
     def __init__(self, publisher: KafkaPublisher, codec: EventCodec) -> None:
         self._publisher = publisher
         self._codec = codec
 
     async def publish(self, events: Sequence[Envelope]) -> None:
-        await self._publisher.publish([(ANOMALY_TOPIC, self._codec.encode(e)) for e in events])
+        await self._publisher.publish([(topic_for(e.area), self._codec.encode(e)) for e in events])
 
 
 @dataclass(slots=True)
 class AnomalyTick:
     detected: int | None = None  # None: detection failed this tick
     announced: int | None = None  # None: announcing failed this tick
+    withdrawn: int | None = None  # None: withdrawing failed this tick
 
 
 class AnomalyLoop:
-    """One detection and one announcement per timer tick; ticks never overlap.
+    """One detection, one announcement and one withdrawal pass per timer tick; ticks never overlap.
 
-    The two steps fail apart: a failed case-flow detection still lets the legal-review and
-    inspection anomalies out, and a failed announcement leaves its rows unannounced for the next
-    tick. Both are logged, and both are retried next tick.
+    The steps fail apart: a failed case-flow detection still lets the legal-review and inspection
+    anomalies out, a failed announcement leaves its rows unannounced for the next tick, and a failed
+    withdrawal leaves the alerts open, so the next tick finds them again. Each failure is logged and
+    retried next tick.
     """
 
     def __init__(self, engine: AsyncEngine, directory: Directory, sink: AnomalySink, now: Now) -> None:
@@ -72,9 +77,16 @@ class AnomalyLoop:
                 tick.announced = await self._announcer.announce(now)
             except Exception as exc:  # the rows stay unannounced; the next tick retries
                 log.error("anomaly announcement failed: %r", exc, exc_info=exc)
-            if tick.detected or tick.announced:
+            try:
+                tick.withdrawn = await self._announcer.withdraw()
+            except Exception as exc:  # the alerts stay open; the next tick finds them again
+                log.error("withdrawing the alerts of resolved anomalies failed: %r", exc, exc_info=exc)
+            if tick.detected or tick.announced or tick.withdrawn:
                 log.info(
-                    "anomalies: %s case-flow anomalies detected, %s announced", tick.detected, tick.announced
+                    "anomalies: %s case-flow anomalies detected, %s announced, %s alerts withdrawn",
+                    tick.detected,
+                    tick.announced,
+                    tick.withdrawn,
                 )
             self.last = tick
             return tick

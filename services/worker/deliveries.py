@@ -175,6 +175,8 @@ def email_text(alert: Mapping[str, Any]) -> tuple[str, str]:
     """Subject and body of an alert email, in Chinese with English beneath."""
     level = str(alert["level"])
     subject = f"[联动{LEVELS_ZH.get(level, level)}] {alert['rule_name_zh']} {alert['about_subject']}"
+    if level == "risk":
+        return subject, _risk_text(alert)
     overdue_days = int(alert["overdue_seconds"]) // 86400
     body = (
         f"{LEVELS_ZH.get(level, level)}：{alert['rule_name_zh']}\n"
@@ -187,3 +189,18 @@ def email_text(alert: Mapping[str, Any]) -> tuple[str, str]:
         f"{overdue_days} days overdue.\nAlert id: {alert['alert_id']}\n"
     )
     return subject, body
+
+
+def _risk_text(alert: Mapping[str, Any]) -> str:
+    """An announced anomaly has no deadline to be overdue on: its name, what it is about, its basis."""
+    unit = alert["responsible_unit"] or "—"
+    return (
+        f"风险预警：{alert['rule_name_zh']}\n"
+        f"事项：{alert['about_area']} {alert['about_subject']}\n"
+        f"相关单位：{unit}\n"
+        f"发现时间：{alert['raised_at']}\n"
+        f"依据：{alert['citation']}\n\n"
+        f"Risk alert: {alert['rule_name_en']} for {alert['about_area']} {alert['about_subject']}, "
+        f"unit concerned {unit}, detected at {alert['raised_at']}.\n"
+        f"Alert id: {alert['alert_id']}\n"
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.catalog import topic_for
@@ -26,7 +26,13 @@ from events.envelope import Envelope
 from events.serde import EventCodec
 from projections.alert_store import AlertProjection
 from projections.anomalies import anomaly_id
-from projections.anomaly_announcer import DETECTED, AnomalyAnnouncer, event_id
+from projections.anomaly_announcer import (
+    DETECTED,
+    WITHDRAWN,
+    AnomalyAnnouncer,
+    event_id,
+    withdrawal_id,
+)
 from projections.db import make_engine
 from projections.migrate import upgrade
 from projections.runtime import Projector
@@ -35,6 +41,7 @@ from projections.schema import (
     alerts,
     anomalies,
     deliveries,
+    event_history,
     inspections,
     projection_checkpoints,
 )
@@ -43,9 +50,10 @@ from services.embedded_broker import EmbeddedBroker
 from services.keys import issue_key
 from services.settings import Settings
 from services.worker.anomalies import AnomalyLoop
+from services.worker.deliveries import email_text
 from tests.processes import Workers
 from tests.projector_kit import ListDeadLetters, SettableIncarnation, projector, records
-from tests.support import case_event, cloudevent_json, wait_for
+from tests.support import case_event, catalog_event, cloudevent_json, wait_for
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
@@ -85,6 +93,18 @@ def major_case(subject: str, *, source: str = MARKET) -> list[Envelope]:
         data={**case_event("decided", "x").data, "legal_review_completed": False},
     )
     return [filed, decided]
+
+
+def late_legal_review(subject: str, *, source: str = MARKET) -> list[Envelope]:
+    """The legal review of `major_case`, done before the decision, reaching the hub after it."""
+    return [
+        catalog_event(
+            "case.legal_review_requested.v1", subject, source=source, time_=T0 + timedelta(days=15)
+        ),
+        catalog_event(
+            "case.legal_review_completed.v1", subject, source=source, time_=T0 + timedelta(days=18)
+        ),
+    ]
 
 
 async def unannounced(engine: AsyncEngine) -> dict[str, str]:
@@ -302,6 +322,210 @@ async def test_the_worker_tick_retries_a_failed_announcement_on_the_next_tick(
     assert [e.data["kind"] for e in sink.events] == ["legal_review_missing"]
 
 
+# --- withdrawal: the anomaly resolved after it was announced ----------------------------------
+
+
+@dataclass
+class Offsets:
+    """The next offset of the test's one partition, so every delivery is fresh to the projector."""
+
+    next: int = 0
+
+    def take(self, n: int) -> int:
+        start, self.next = self.next, self.next + n
+        return start
+
+
+async def resolution(engine: AsyncEngine, anomaly: str) -> datetime | None:
+    async with engine.connect() as conn:
+        at = await conn.scalar(select(anomalies.c.resolved_at).where(anomalies.c.anomaly_id == anomaly))
+    return None if at is None else at.replace(tzinfo=UTC)
+
+
+async def alert_row(engine: AsyncEngine, alert_id: str) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(alerts).where(alerts.c.alert_id == alert_id))).one()
+
+
+async def project(engine: AsyncEngine, codec: EventCodec, offsets: Offsets, events: list[Envelope]) -> None:
+    await projector(engine, codec).process(records(codec, events, start=offsets.take(len(events))))
+
+
+async def announced_major_case(
+    engine: AsyncEngine, codec: EventCodec, offsets: Offsets, sink: ListSink
+) -> str:
+    """MJ-1 decided without legal review, announced, its risk alert in the inbox: the anomaly id."""
+    await project(engine, codec, offsets, major_case("MJ-1"))
+    assert await AnomalyAnnouncer(engine, Directory.load(), sink).announce(NOW) == 1
+    [detected] = sink.events
+    await project(engine, codec, offsets, [detected])
+    return str(detected.data["anomaly_id"])
+
+
+async def test_a_late_legal_review_withdraws_the_risk_alert_once_and_the_inbox_shows_it_closed(
+    engine: AsyncEngine, codec: EventCodec, store_url: str, tmp_path: Path
+) -> None:
+    offsets, sink = Offsets(), ListSink()
+    announced = await announced_major_case(engine, codec, offsets, sink)
+    announcer = AnomalyAnnouncer(engine, Directory.load(), sink)
+    assert await announcer.withdraw() == 0  # still open: nothing to withdraw
+
+    # The legal review was done before the decision; it reaches the hub after the alert.
+    await project(engine, codec, offsets, late_legal_review("MJ-1"))
+    resolved_at = await resolution(engine, announced)
+    assert resolved_at is not None
+
+    loop = AnomalyLoop(engine, Directory.load(), sink, lambda: NOW)
+    tick = await loop.tick()
+    assert tick is not None
+    assert (tick.announced, tick.withdrawn) == (0, 1)
+    # The projection has not caught up yet: the next pass publishes the same event again.
+    assert await announcer.withdraw() == 1
+    first, again = sink.events[1:]
+    assert first.id == again.id == withdrawal_id(announced, resolved_at)
+    assert (first.type, first.source, first.subject) == (WITHDRAWN, "liandong.hub", f"anomaly:{announced}")
+    assert first.time == resolved_at
+    assert first.data["alert_id"] == announced
+    assert (first.data["level"], first.data["reason"]) == ("risk", "anomaly_resolved")
+    assert (first.data["closed_at"], first.data["case_id"]) == (resolved_at, "MJ-1")
+    assert first.data["note"].startswith("异常已消除，风险预警撤回：重大案件决定未经法制审核 | ")
+    codec.encode(first)  # valid against the catalog's newest revision
+
+    await project(engine, codec, offsets, [first, again])
+    row = await alert_row(engine, announced)
+    assert row.withdrawn_at.replace(tzinfo=UTC) == resolved_at
+    # Withdrawn: later passes find nothing, so nothing more is published.
+    assert await announcer.withdraw() == 0
+    assert await announcer.announce(NOW + timedelta(minutes=5)) == 0
+    assert len(sink.events) == 3
+    # A risk alert's history has no `alert.raised` (its raise is the anomaly.detected event): its
+    # withdrawal is not a fact out of order.
+    async with engine.connect() as conn:
+        noise = (await conn.execute(select(anomalies.c.detail).where(anomalies.c.area == "alert"))).all()
+    assert noise == []
+
+    directory = Directory.load()
+    auth = {"Authorization": f"Bearer {await issue_key(engine, directory, SUPERVISION)}"}
+    settings = Settings.from_env({"LIANDONG_DATA_DIR": str(tmp_path), "LIANDONG_DATABASE_URL": store_url})
+    app = create_app(settings, "127.0.0.1:1")  # reads only: the broker is never dialled
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client,
+    ):
+        still_open = await client.get("/v1/inbox", params={"level": "risk"}, headers=auth)
+        closed = await client.get("/v1/inbox", params={"level": "risk", "open": "false"}, headers=auth)
+    assert still_open.status_code == closed.status_code == 200, still_open.text
+    assert still_open.json()["items"] == []
+    [item] = closed.json()["items"]
+    assert (item["alert_id"], item["open"]) == (announced, False)
+
+
+async def test_an_anomaly_resolved_before_it_was_announced_is_never_raised_nor_withdrawn(
+    engine: AsyncEngine, codec: EventCodec
+) -> None:
+    offsets, sink = Offsets(), ListSink()
+    await project(engine, codec, offsets, major_case("MJ-2"))
+    await project(engine, codec, offsets, late_legal_review("MJ-2"))
+    async with engine.connect() as conn:
+        [(anomaly, resolved_at)] = (
+            await conn.execute(
+                select(anomalies.c.anomaly_id, anomalies.c.resolved_at).where(
+                    anomalies.c.kind == "legal_review_missing"
+                )
+            )
+        ).all()
+    assert resolved_at is not None
+
+    loop = AnomalyLoop(engine, Directory.load(), sink, lambda: NOW)
+    for _ in range(2):
+        tick = await loop.tick()
+        assert tick is not None
+        assert (tick.announced, tick.withdrawn) == (0, 0)
+    assert sink.events == []
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(alerts.c.alert_id))).all() == []
+        assert (
+            await conn.scalar(select(anomalies.c.announced_at).where(anomalies.c.anomaly_id == anomaly))
+            is None
+        )
+
+
+async def test_an_anomaly_that_reopens_after_its_alert_was_withdrawn_leaves_the_alert_withdrawn(
+    engine: AsyncEngine, codec: EventCodec
+) -> None:
+    offsets, sink = Offsets(), ListSink()
+    announced = await announced_major_case(engine, codec, offsets, sink)
+    announcer = AnomalyAnnouncer(engine, Directory.load(), sink)
+    await project(engine, codec, offsets, late_legal_review("MJ-1"))
+    assert await announcer.withdraw() == 1
+    await project(engine, codec, offsets, sink.events[-1:])
+    withdrawn_at = (await alert_row(engine, announced)).withdrawn_at
+    assert withdrawn_at is not None
+
+    # Reopened (as a case-flow finding that holds again is), then resolved once more.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(anomalies).where(anomalies.c.anomaly_id == announced).values(resolved_at=None)
+        )
+    assert (await announcer.announce(NOW), await announcer.withdraw()) == (0, 0)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(anomalies)
+            .where(anomalies.c.anomaly_id == announced)
+            .values(resolved_at=NOW + timedelta(days=1))
+        )
+    assert (await announcer.announce(NOW), await announcer.withdraw()) == (0, 0)
+    assert [e.type for e in sink.events] == [DETECTED, WITHDRAWN]
+    assert (await alert_row(engine, announced)).withdrawn_at == withdrawn_at
+
+
+async def test_a_replay_that_applies_the_withdrawal_before_the_raise_still_ends_withdrawn(
+    engine: AsyncEngine, codec: EventCodec
+) -> None:
+    offsets, sink = Offsets(), ListSink()
+    announced = await announced_major_case(engine, codec, offsets, sink)
+    await project(engine, codec, offsets, late_legal_review("MJ-1"))
+    assert await AnomalyAnnouncer(engine, Directory.load(), sink).withdraw() == 1
+    detected, withdrawal = sink.events
+
+    # A rebuild's shadow starts empty and reads the anomaly and alert topics side by side.
+    async with engine.begin() as conn:
+        for table in (deliveries, alert_recipients, alerts, event_history):
+            await conn.execute(delete(table))
+    replay = Projector(engine, "replay", codec, [AlertProjection()], ListDeadLetters(), SettableIncarnation())
+    await replay.process(records(codec, [withdrawal], start=0))
+    await replay.process(records(codec, [detected], start=1))
+    row = await alert_row(engine, announced)
+    assert row.withdrawn_at is not None
+    assert row.withdrawn_at.replace(tzinfo=UTC) == withdrawal.time
+
+
+def test_a_risk_alert_email_names_the_anomaly_and_its_basis_and_nothing_overdue() -> None:
+    alert = {
+        "alert_id": "f8c6169970385048b20b4f44570ea2eb",
+        "level": "risk",
+        "rule_name_zh": "重大案件决定未经法制审核",
+        "rule_name_en": "Major-case decision without a completed legal review",
+        "citation": "《行政处罚法》第58条（重大执法决定法制审核） | Administrative Penalty Law Art. 58",
+        "about_area": "case",
+        "about_subject": "MJ-1",
+        "responsible_unit": MARKET,
+        "deadline": "2026-11-03T09:00:00+00:00",
+        "raised_at": "2026-11-03T09:00:00+00:00",
+        "overdue_seconds": 0,
+    }
+    subject, body = email_text(alert)
+    assert subject == "[联动风险预警] 重大案件决定未经法制审核 MJ-1"
+    assert body.startswith("风险预警：重大案件决定未经法制审核\n")
+    assert "依据：《行政处罚法》第58条" in body
+    assert "Risk alert: Major-case decision without a completed legal review" in body
+    assert "超期" not in body
+    assert "overdue" not in body
+    # A clock alert still counts its days overdue.
+    _, red = email_text({**alert, "level": "red", "overdue_seconds": 2 * 86400})
+    assert "已超期 2 天" in red
+
+
 # --- through the real gateway, broker, worker processes and PostgreSQL -------------------------
 
 
@@ -462,5 +686,27 @@ async def test_a_major_decision_without_legal_review_reaches_the_office_and_supe
                 return (await in_inbox(SUPERVISION) or {}).get("acknowledged_by")
 
             assert await wait_for(acknowledged, 60, "the acknowledgement in the inbox") == SUPERVISION
+
+            # The legal review was done before the decision and arrives now: the anomaly resolves,
+            # and the worker withdraws the risk alert (on the alert topic, beside the acknowledgement).
+            late = await client.post(
+                "/v1/events",
+                content=json.dumps(
+                    [cloudevent_json(e) for e in late_legal_review("MJ-9")], ensure_ascii=False
+                ).encode(),
+                headers={**auth[MARKET], "Content-Type": BATCH},
+            )
+            assert late.status_code == 202, late.text
+
+            async def withdrawn(unit: str) -> dict[str, Any] | None:
+                workers.assert_running()
+                r = await client.get("/v1/inbox", params={"open": "false"}, headers=auth[unit])
+                items = [a for a in r.json()["items"] if a["alert_id"] == alert["alert_id"]]
+                return items[0] if items else None
+
+            closed = await wait_for(lambda: withdrawn(OFFICE), 60, "the risk alert withdrawn")
+            assert closed["open"] is False
+            assert closed["acknowledged_by"] == SUPERVISION
+            assert await in_inbox(SUPERVISION) is None  # no longer among the open alerts
     finally:
         await engine.dispose()
