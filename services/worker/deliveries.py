@@ -178,15 +178,21 @@ def email_text(alert: Mapping[str, Any]) -> tuple[str, str]:
     if level == "risk":
         return subject, _risk_text(alert)
     overdue_days = int(alert["overdue_seconds"]) // 86400
+    # A yellow alert comes before the deadline: saying "0 days overdue" would misread it.
+    due_zh, due_en = (
+        ("临近期限，尚未超期", "not yet overdue")
+        if overdue_days <= 0 and level == "yellow"
+        else (f"已超期 {overdue_days} 天", f"{overdue_days} days overdue")
+    )
     body = (
         f"{LEVELS_ZH.get(level, level)}：{alert['rule_name_zh']}\n"
         f"事项：{alert['about_area']} {alert['about_subject']}\n"
         f"责任单位：{alert['responsible_unit']}\n"
-        f"期限：{alert['deadline']}（已超期 {overdue_days} 天）\n"
+        f"期限：{alert['deadline']}（{due_zh}）\n"
         f"依据：{alert['citation']}\n\n"
         f"{level} alert: {alert['rule_name_en']} for {alert['about_area']} {alert['about_subject']}, "
         f"responsible unit {alert['responsible_unit']}, deadline {alert['deadline']}, "
-        f"{overdue_days} days overdue.\nAlert id: {alert['alert_id']}\n"
+        f"{due_en}.\nAlert id: {alert['alert_id']}\n"
     )
     return subject, body
 

@@ -524,6 +524,10 @@ def test_a_risk_alert_email_names_the_anomaly_and_its_basis_and_nothing_overdue(
     # A clock alert still counts its days overdue.
     _, red = email_text({**alert, "level": "red", "overdue_seconds": 2 * 86400})
     assert "已超期 2 天" in red
+    # A yellow alert comes before its deadline: it is not "0 days overdue".
+    _, yellow = email_text({**alert, "level": "yellow", "overdue_seconds": 0})
+    assert "临近期限，尚未超期" in yellow
+    assert "已超期" not in yellow
 
 
 # --- through the real gateway, broker, worker processes and PostgreSQL -------------------------
