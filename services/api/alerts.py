@@ -23,6 +23,7 @@ from services.api.access import ScopeDep, ViewerDep
 from services.api.auth import authenticate, unauthenticated
 from services.api.context import ApiContext, Ctx
 from services.api.export import Column, Format, respond
+from services.api.figures import CLOCK_TOWNSHIP, CLOCKS_WITH_TOWNSHIP
 from services.api.listing import PAGE_MAX, Page, fetch
 from services.api.problems import problem
 from services.api.render import clock_json
@@ -282,10 +283,13 @@ async def list_clocks(
 ) -> JSONResponse:
     """Clocks in the viewer's townships, nearest deadline first."""
     c = clocks.c
+    columns: list[Any] = [col for col in clocks.c if col.name != "township"]
     # A clock known only from its stop event (it arrived before its start) has not started yet.
     query = (
-        select(clocks)
-        .where(c.started_at.is_not(None), *scope.where(c.township))
+        select(*columns, CLOCK_TOWNSHIP.label("township"))
+        .select_from(CLOCKS_WITH_TOWNSHIP)
+        # A clock started by an event that names no township takes its matter's or its case's.
+        .where(c.started_at.is_not(None), *scope.where(CLOCK_TOWNSHIP))
         .order_by(c.deadline, c.clock_id)
         .limit(limit)
     )
