@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -300,7 +300,7 @@ async def list_clocks(
     if responsible is not None:
         query = query.where(c.responsible == responsible)
     async with ctx.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+        rows = (await conn.execute(cast(Select[Any], query))).all()
     items = [clock_json(r) for r in rows]
     if open is not None:
         items = [i for i in items if i["open"] is open]
