@@ -80,30 +80,36 @@ def _sample(text: str, name: str) -> float:
     )
 
 
-async def _anomaly_ids(client: httpx.AsyncClient, kind: str) -> tuple[int, set[str]]:
-    body = (await client.get("/v1/anomalies", params={"kind": kind, "limit": 1000})).json()
-    return body["total"], {item["anomaly_id"] for item in body["items"]}
+async def _anomaly_ids(client: httpx.AsyncClient, kind: str, *, resolved: bool = False) -> set[str]:
+    params = {"kind": kind, "limit": 1000, "open": "false" if resolved else "true"}
+    body = (await client.get("/v1/anomalies", params=params)).json()
+    assert body["total"] == len(body["items"]), body["total"]
+    return {item["anomaly_id"] for item in body["items"]}
 
 
 async def _wait_for_anomalies(client: httpx.AsyncClient, injected: dict[str, int]) -> dict[str, set[str]]:
-    """The open anomalies of each injected kind, once the hub has found at least as many."""
+    """The open anomalies of each injected kind, once the hub reports as many as were injected.
 
-    async def enough() -> bool:
-        return all((await _anomaly_ids(client, kind))[0] >= n for kind, n in injected.items())
+    Waited for, not read once: the linkage topic may still be projecting, and a decision that
+    arrives before its legal review (two units, two channels, published at once) is flagged until
+    the review arrives.
+    """
+
+    async def found() -> dict[str, set[str]] | None:
+        ids = {kind: await _anomaly_ids(client, kind) for kind in injected}
+        return ids if {kind: len(v) for kind, v in ids.items()} == injected else None
 
     try:
-        await wait_for(enough, 60, "the hub to find the injected anomalies", interval_s=1.0)
+        return await wait_for(found, 60, "the hub to find the injected anomalies", interval_s=1.0)
     except AssertionError:
-        totals = {kind: (await _anomaly_ids(client, kind))[0] for kind in injected}
+        totals = {kind: len(await _anomaly_ids(client, kind)) for kind in injected}
         raise AssertionError(f"the hub found {totals}; the simulator injected {injected}") from None
-    found = {kind: await _anomaly_ids(client, kind) for kind in injected}
-    assert {kind: total for kind, (total, _) in found.items()} == injected
-    return {kind: ids for kind, (_, ids) in found.items()}
 
 
 async def _wait_for_risk_alerts(client: httpx.AsyncClient, found: dict[str, set[str]]) -> None:
-    """Each anomaly is announced once and becomes a risk alert (alert id = anomaly id) in the
-    district supervision section's inbox, under the rule `anomaly.<kind>`."""
+    """Each anomaly is announced and becomes a risk alert (alert id = anomaly id) in the district
+    supervision section's inbox, under the rule `anomaly.<kind>`. Any other open alert of those
+    rules may only be a finding the hub has since resolved (a legal review that arrived late)."""
 
     async def raised() -> dict[str, set[str]] | None:
         body = (await client.get("/v1/inbox", params={"level": "risk", "limit": 1000})).json()
@@ -120,7 +126,8 @@ async def _wait_for_risk_alerts(client: httpx.AsyncClient, found: dict[str, set[
         rules = sorted(item["rule_id"] for item in body["items"])
         raise AssertionError(f"risk alerts in the inbox: {rules}; anomalies {found}") from None
     for kind, ids in found.items():
-        assert by_rule[f"anomaly.{kind}"] == ids
+        others = by_rule[f"anomaly.{kind}"] - ids
+        assert others <= await _anomaly_ids(client, kind, resolved=True), (kind, others)
 
 
 async def test_a_simulated_2022_gives_the_articles_yearly_figures_through_every_channel(
@@ -215,7 +222,8 @@ async def test_a_simulated_2022_gives_the_articles_yearly_figures_through_every_
         await _wait_for_risk_alerts(client, found)
     print(
         f"\nsimulated 2022: {summary['events']} events, published in {published:.0f} s, "
-        f"figures in {time.monotonic() - began:.0f} s; {summary['by_channel']}"
+        f"figures in {time.monotonic() - began:.0f} s; {summary['by_channel']}; injected anomalies "
+        f"found and in the inbox: {injected}"
     )
     assert worker.poll() is None
     assert worker_port
