@@ -24,6 +24,7 @@ from services.api.auth import authenticate, unauthenticated
 from services.api.context import ApiContext, Ctx
 from services.api.export import Column, Format, respond
 from services.api.figures import CLOCK_TOWNSHIP, CLOCKS_WITH_TOWNSHIP
+from services.api.labels import name_zh
 from services.api.listing import PAGE_MAX, Page, fetch
 from services.api.problems import problem
 from services.api.render import clock_json
@@ -73,12 +74,12 @@ async def _inbox_unit(ctx: ApiContext, authorization: str | None, unit: str | No
 
 INBOX_COLUMNS = (
     Column("alert_id", "预警编号", "Alert id"),
-    Column("level", "级别", "Level"),
+    Column("level_zh", "级别", "Level"),
     Column("rule_name_zh", "事项", "Rule"),
-    Column("about_area", "事项类型", "Area"),
+    Column("about_area_zh", "事项类型", "Area"),
     Column("about_subject", "事项编号", "Subject"),
-    Column("township", "镇街", "Township"),
-    Column("responsible_unit", "责任单位", "Responsible unit"),
+    Column("township_zh", "镇街", "Township"),
+    Column("responsible_unit_zh", "责任单位", "Responsible unit"),
     Column("deadline", "期限", "Deadline"),
     Column("overdue_seconds", "超期秒数", "Seconds overdue"),
     Column("raised_at", "发出时间", "Raised at"),
@@ -87,6 +88,27 @@ INBOX_COLUMNS = (
     Column("withdrawn_at", "撤回时间", "Withdrawn at"),
     Column("citation", "依据", "Basis"),
 )
+LEVELS_ZH = {
+    "yellow": "黄色预警",
+    "red": "红色预警",
+    "escalated": "升级督办",
+    "re_escalated": "再次升级督办",
+    "risk": "风险预警",
+}
+
+
+def _named(ctx: ApiContext, alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert for a spreadsheet: names a person reads instead of the codes the JSON keeps."""
+    d = ctx.directory
+    return {
+        **alert,
+        "level_zh": LEVELS_ZH.get(alert["level"], alert["level"]),
+        "about_area_zh": name_zh(d, "area", alert["about_area"]),
+        "township_zh": name_zh(d, "township", alert["township"]) if alert["township"] else "",
+        "responsible_unit_zh": (
+            name_zh(d, "unit", alert["responsible_unit"]) if alert["responsible_unit"] else ""
+        ),
+    }
 
 
 @router.get("/v1/inbox")
@@ -114,7 +136,7 @@ async def inbox(
             rows = (await conn.execute(query.limit(limit))).all()
             return JSONResponse({"unit": who, "items": [_alert_json(r) for r in rows]})
         rows, total = await fetch(conn, query, Page(PAGE_MAX, 0, format))
-    items = [_alert_json(r) for r in rows]
+    items = [_named(ctx, _alert_json(r)) for r in rows]
     return await respond(format, f"inbox-{who}", INBOX_COLUMNS, items, total=total, limit=total, offset=0)
 
 

@@ -290,6 +290,9 @@ async def test_the_inbox_exports_every_matching_alert_as_csv_with_chinese_header
     assert exported.headers["content-type"].startswith("text/csv")
     lines = exported.content.decode("utf-8-sig").splitlines()
     assert lines[0].startswith("预警编号 Alert id,级别 Level")
+    # A spreadsheet is read by people: names, not codes.
+    levels = {"黄色预警", "红色预警", "升级督办", "再次升级督办", "风险预警"}
+    assert {line.split(",")[1] for line in lines[1:]} <= levels
     assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(a["alert_id"] for a in every)
 
 
