@@ -33,7 +33,7 @@ LEVELS: dict[str, tuple[str, str]] = {
     "red": ("红色预警", "Red"),
     "escalated": ("已升级", "Escalated"),
     "re_escalated": ("再次升级", "Re-escalated"),
-    "risk": ("风险提示", "Risk"),
+    "risk": ("风险预警", "Risk"),
 }
 
 ROLES: dict[str, tuple[str, str]] = {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import json
 import os
 import re
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openpyxl import load_workbook  # type: ignore[import-untyped]
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from services.embedded_broker import free_port
@@ -32,7 +35,13 @@ from tests.support import REPO, create_pg_database, drop_pg_database, liandong, 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
+# A Chinese browser. The context's locale sets what scripts see (navigator.language, Intl); date
+# inputs, though, are drawn in Chromium's own UI language (年/月/日 rather than mm/dd/yyyy). On
+# Linux that comes from LANGUAGE/LANG, not --lang, and needs Debian's chromium-l10n for zh-CN.
+CHROMIUM_ZH_CN = Path("/usr/lib/chromium/locales/zh-CN.pak")
+CHROMIUM_ENV = {"LANGUAGE": "zh_CN:zh", "LANG": "zh_CN.UTF-8"}
 CHROMIUM_ARGS = [
+    "--lang=zh-CN",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
@@ -81,7 +90,13 @@ def _require_chromium() -> None:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the dashboard tests drive Debian's Chromium. "
-            "Install it with: apt-get install chromium",
+            "Install it with: apt-get install chromium chromium-l10n",
+            pytrace=False,
+        )
+    if not CHROMIUM_ZH_CN.exists():
+        pytest.fail(
+            f"{CHROMIUM_ZH_CN} is missing: the dashboard is tested in a Chinese browser, and without "
+            "it Chromium draws date fields as mm/dd/yyyy. Install it with: apt-get install chromium-l10n",
             pytrace=False,
         )
 
@@ -125,8 +140,12 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoHub
     demo: DemoHub | None = None
     try:
         login = await wait_for(login_line, 90, "`liandong up --demo` to print the dashboard's sign-in link")
-        simulator = re.search(r"demo: simulating \d+ in about [\d.]+ min, pid (\d+)", output())
-        assert simulator, output()[-2000:]
+
+        async def simulator_line() -> re.Match[str] | None:
+            # Printed just after the sign-in link, once the simulator has started.
+            return re.search(r"demo: simulating \d+ in about [\d.]+ min, pid (\d+)", output())
+
+        simulator = await wait_for(simulator_line, 30, "`liandong up --demo` to start the simulator")
         clock = tmp / "data" / "demo-clock.txt"
 
         async def slice_played() -> bool:
@@ -188,7 +207,9 @@ async def _settled(demo: DemoHub) -> None:
 @pytest.fixture(scope="module")
 async def browser(hub: DemoHub) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        instance = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        instance = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, env={**os.environ, **CHROMIUM_ENV}
+        )
         yield instance
         await instance.close()
 
@@ -308,6 +329,7 @@ async def test_a_supervisor_signs_in_with_the_demo_link_and_sees_all_sixteen_tow
     v = await _signed_in_supervisor(visit, hub)
     page = v.page
     assert "login=" not in page.url, "the key must leave the address bar at once"
+    assert await page.evaluate("() => navigator.language") == "zh-CN"
     await expect(page.locator("h1")).to_contain_text("区级总览")
     await expect(page.locator("#who")).to_contain_text("区司法局行政执法协调监督科")
     await expect(page.locator("#live")).to_have_attribute("data-state", "on", timeout=15_000)
@@ -528,6 +550,79 @@ async def test_acknowledging_an_alert_and_issuing_a_supervision_order_really_rea
     order_id = (await order.json())["order_id"]
     await expect(page.locator("#toast")).to_contain_text(f"督办令已下达 Order issued：{order_id}")
     await expect(dialog).to_have_count(0)
+    v.assert_only_hub()
+
+
+async def _downloaded(page: Page, link: str) -> bytes:
+    async with page.expect_download() as download_info:
+        await page.locator(link).click()
+    download = await download_info.value
+    return await asyncio.to_thread(Path(await download.path()).read_bytes)
+
+
+def _xlsx_rows(body: bytes) -> list[list[Any]]:
+    sheet = load_workbook(io.BytesIO(body), read_only=True).worksheets[0]
+    return [list(row) for row in sheet.iter_rows(values_only=True)]
+
+
+async def test_the_inbox_exports_every_alert_it_lists_and_shows_risk_alerts_without_a_deadline(
+    hub: DemoHub, visit: Visitor
+) -> None:
+    alerts = (await hub.api("/v1/inbox", limit=1000))["items"]
+    assert alerts, "the simulated months must leave alerts in the supervision section's inbox"
+    v = await _signed_in_supervisor(visit, hub)
+    await v.show("#/inbox")
+    page = v.page
+    await expect(page.locator(".pager-count")).to_contain_text(f"共 {_int(len(alerts))} 条")
+
+    # The CSV is every alert the inbox lists, not only the page shown.
+    csv_link = page.locator(".page-inbox a.export-csv")
+    assert await csv_link.get_attribute("href") == "/v1/inbox?open=true&format=csv"
+    text = (await _downloaded(page, ".page-inbox a.export-csv")).decode("utf-8")
+    assert text.startswith("\ufeff"), "CSV for Excel starts with a byte-order mark"
+    header, *rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+    assert header[0] == "预警编号 Alert id"
+    assert len(rows) == len(alerts)
+    assert sorted(r[0] for r in rows) == sorted(a["alert_id"] for a in alerts)
+
+    # The level filter offers risk alerts; the export follows the filter.
+    options = await page.locator("select[name=level] option").all_inner_texts()
+    assert "风险预警 Risk" in options
+    renders = await page.get_attribute("main", "data-renders")
+    await page.locator("select[name=level]").select_option("risk")
+    await v.drawn(renders)
+    assert "#/inbox?level=risk" in page.url
+    risks = [a for a in alerts if a["level"] == "risk"]
+    assert (
+        await page.locator(".page-inbox a.export-xlsx").get_attribute("href")
+    ) == "/v1/inbox?level=risk&open=true&format=xlsx"
+    sheet = _xlsx_rows(await _downloaded(page, ".page-inbox a.export-xlsx"))
+    assert sheet[0][0] == "预警编号 Alert id"
+    assert sorted(str(r[0]) for r in sheet[1:]) == sorted(a["alert_id"] for a in risks)
+
+    cards = page.locator("article.alert-card")
+    await expect(cards).to_have_count(min(50, len(risks)))
+    # Risk alerts come from the anomaly detectors; a demo run without any still checks the rest.
+    for alert in risks[:3]:
+        assert alert["rule_id"].startswith("anomaly."), alert
+        card = page.locator(f"article[data-alert-id='{alert['alert_id']}']")
+        await expect(card.locator("header .badge").first).to_have_text("风险预警 Risk")
+        await expect(card.locator(".alert-rule")).to_have_text(alert["rule_name_zh"])
+        await expect(card.locator(".citation")).to_contain_text(alert["citation"])
+        # Not late, and no deadline to count down to: found at, instead.
+        await expect(card.locator(".badge", has_text="逾期")).to_have_count(0)
+        await expect(card.locator("dt", has_text="期限")).to_have_count(0)
+        await expect(card.locator("dt", has_text="发现")).to_have_count(1)
+        # What was found, in Chinese, with units and townships by name rather than by code.
+        found = await hub.api("/v1/anomalies", subject=alert["about_subject"])
+        detail = next((a["detail"] for a in found["items"] if a["anomaly_id"] == alert["alert_id"]), "")
+        if " | " in detail:
+            shown = await card.locator(".alert-detail").inner_text()
+            assert shown, "the risk alert's card says what was found"
+            assert " | " not in shown, f"only the Chinese half: {shown}"
+            assert not re.search(r"\b[a-z]+\.[a-z-]+\b", shown), f"a unit id instead of its name: {shown}"
+    if risks:
+        await v.shot("17-inbox-risk")
     v.assert_only_hub()
 
 

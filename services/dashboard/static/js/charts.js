@@ -17,7 +17,7 @@ function slot(draw, className) {
 export function drawCharts(root) {
   for (const figure of root.querySelectorAll(".chart-figure")) {
     if (!figure.drawChart) continue;
-    const width = Math.max(260, Math.min(1100, figure.clientWidth || 600));
+    const width = Math.max(260, Math.min(1800, figure.clientWidth || 600));
     figure.replaceChildren(...figure.drawChart(width));
   }
 }

@@ -17,15 +17,22 @@ export function errorBox(error) {
   return h("p", { class: "error", role: "alert" }, `加载失败 Failed to load：${message}`);
 }
 
+const SCOPE_MESSAGES = {
+  403: ["该内容不在本单位的查看范围内。", "This is outside your unit's scope."],
+  404: ["没有这条记录，或它不在本单位的查看范围内。", "No such record within your unit's scope."],
+};
+
 /** A whole page that could not be shown: outside the viewer's scope, not found, or failed. */
 export function errorPage(error) {
   const status = error && error.status;
   const [zh, en] = status === 403 ? ["无权查看", "Forbidden"] : status === 404 ? ["未找到", "Not found"] : ["加载失败", "Failed to load"];
+  // Out of scope is an answer, not a failure: say it plainly, without the API's codes.
+  const explained = SCOPE_MESSAGES[status];
   return h(
     "div",
     { class: "page page-error", dataset: { status: status || "" } },
     h("h1", null, zh, h("small", { class: "en" }, en)),
-    errorBox(error),
+    explained ? h("p", { class: "lead" }, explained[0], h("small", { class: "en" }, explained[1])) : errorBox(error),
     h("p", null, h("a", { href: "#/" }, "返回总览 Back to the overview")),
   );
 }

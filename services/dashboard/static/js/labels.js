@@ -12,10 +12,13 @@ let labels = {
   levels: {},
   roles: {},
 };
+// Built on first use from the labels: every unit id and township code, longest first.
+let codePattern = null;
 
 export async function loadLabels() {
   const response = await fetch("/dashboard/labels.json", { credentials: "same-origin" });
   if (response.ok) labels = await response.json();
+  codePattern = null;
   return labels;
 }
 
@@ -38,6 +41,7 @@ export const areaNameEn = (area) => en("areas", area);
 export const categoryName = (code) => zh("categories", code);
 export const stageName = (code) => zh("stages", code);
 export const levelName = (code) => zh("levels", code);
+export const levelNameEn = (code) => en("levels", code);
 export const roleName = (code) => zh("roles", code);
 
 /** The mechanisms that are coordination matters (transfer, assistance ...), for the filters. */
@@ -71,4 +75,24 @@ export function unitOptions() {
   return Object.entries(labels.units)
     .map(([id, entry]) => [id, entry.zh])
     .sort((a, b) => a[1].localeCompare(b[1], "zh-CN"));
+}
+
+/**
+ * A text from the hub (an anomaly's detail) with the unit ids and township codes in it replaced by
+ * their Chinese names: "xinzao.market-supervision" reads 新造市场监管所.
+ */
+export function withNames(text) {
+  if (!text) return text;
+  if (codePattern === null) {
+    const codes = [...Object.keys(labels.units), ...Object.keys(labels.townships)].sort((a, b) => b.length - a.length);
+    const escaped = codes.map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    codePattern = escaped.length ? new RegExp(`(?<![\\w.-])(${escaped.join("|")})(?![\\w-]|\\.\\w)`, "g") : /$^/g;
+  }
+  return String(text).replace(codePattern, (code) => (labels.units[code] || labels.townships[code]).zh);
+}
+
+/** The Chinese half of a "中文 | English" text from the hub, or null if it has no Chinese half. */
+export function chineseHalf(text) {
+  const parts = String(text || "").split(" | ");
+  return parts.length > 1 ? parts[0] : null;
 }

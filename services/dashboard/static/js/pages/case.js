@@ -3,7 +3,7 @@
 import * as api from "../api.js";
 import { empty, errorBox, panel } from "../components.js";
 import { badge, dateTime, h, heading, num } from "../dom.js";
-import { anomalyName, areaName, categoryName, stageName, townshipName, unitName } from "../labels.js";
+import { anomalyName, areaName, categoryName, chineseHalf, stageName, townshipName, unitName, withNames } from "../labels.js";
 import { clockTable, timeline } from "../record.js";
 
 // The symbols of case.decided's CaseOutcome.
@@ -98,7 +98,7 @@ export default async function casePage(route) {
         ? h(
             "ul",
             { class: "anomalies" },
-            c.anomalies.map((a) => h("li", null, badge(a.open ? "未处理" : "已消除", a.open ? "bad" : "ok"), " ", anomalyName(a.kind), "：", a.detail || "—")),
+            c.anomalies.map((a) => h("li", null, badge(a.open ? "未处理" : "已消除", a.open ? "bad" : "ok"), " ", anomalyName(a.kind), "：", withNames(chineseHalf(a.detail) || a.detail) || "—")),
           )
         : empty(),
       openAnomalies.length ? badge(`${openAnomalies.length} 项未处理`, "bad") : null,

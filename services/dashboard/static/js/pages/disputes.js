@@ -2,7 +2,7 @@
 
 import * as api from "../api.js";
 import { dataTable, exportLinks, filterBar, loadAll, pager, panel, settled } from "../components.js";
-import { dateTime, h, heading } from "../dom.js";
+import { dateOnly, dateTime, h, heading } from "../dom.js";
 import { categoryName, townshipName, unitName } from "../labels.js";
 import { scopeTownships, statusBadge } from "./shared.js";
 
@@ -14,19 +14,23 @@ export const STATUS = {
   listed: ["已列入清单", "ok"],
 };
 
+// Twelve columns: the days (the time is in the tooltip) and wrapped unit names keep most on screen.
+const day = (value) => (value ? h("span", { title: dateTime(value) }, dateOnly(value)) : "—");
+const names = (units) => h("span", { class: "names" }, units.filter(Boolean).map(unitName).join("、") || "—");
+
 const COLUMNS = [
   { key: "dispute_id", zh: "争议编号", en: "Dispute" },
   { key: "status", zh: "状态", en: "Status", render: (r) => statusBadge(r.status, STATUS) },
   { key: "township", zh: "镇街", en: "Township", render: (r) => townshipName(r.township) },
   { key: "matter", zh: "争议事项", en: "Matter", render: (r) => h("span", { class: "detail" }, r.matter || "—") },
-  { key: "units", zh: "涉及单位", en: "Units", render: (r) => (r.units || []).map(unitName).join("、") || "—" },
-  { key: "raised_at", zh: "提出时间", en: "Raised", render: (r) => dateTime(r.raised_at) },
-  { key: "referred_to", zh: "提请", en: "Referred to", render: (r) => (r.referred_to ? unitName(r.referred_to) : "—") },
-  { key: "decided_at", zh: "裁定时间", en: "Decided", render: (r) => dateTime(r.decided_at) },
-  { key: "responsible_unit", zh: "确定责任单位", en: "Responsible", render: (r) => (r.responsible_unit ? unitName(r.responsible_unit) : "—") },
+  { key: "units", zh: "涉及单位", en: "Units", render: (r) => names(r.units || []) },
+  { key: "raised_at", zh: "提出时间", en: "Raised", render: (r) => day(r.raised_at) },
+  { key: "referred_to", zh: "提请", en: "Referred to", render: (r) => names([r.referred_to]) },
+  { key: "decided_at", zh: "裁定时间", en: "Decided", render: (r) => day(r.decided_at) },
+  { key: "responsible_unit", zh: "确定责任单位", en: "Responsible", render: (r) => names([r.responsible_unit]) },
   { key: "matter_category", zh: "事项类别", en: "Category", render: (r) => (r.matter_category ? categoryName(r.matter_category) : "—") },
   { key: "list_entry_id", zh: "清单编号", en: "List entry", render: (r) => r.list_entry_id || "—" },
-  { key: "listed_at", zh: "列入清单", en: "Listed", render: (r) => dateTime(r.listed_at) },
+  { key: "listed_at", zh: "列入清单", en: "Listed", render: (r) => day(r.listed_at) },
 ];
 
 export default async function disputes(route, app) {

@@ -14,6 +14,12 @@ export const STATUS = {
   withdrawn: ["已撤回", "plain"],
 };
 
+// A publication's id is a UUID: its first block tells records apart, the whole is in the tooltip.
+function shortId(id) {
+  if (!id) return "—";
+  return id.length > 12 ? h("span", { class: "short-id", title: id }, `${id.slice(0, 8)}…`) : id;
+}
+
 const COLUMNS = [
   { key: "case_id", zh: "案件编号", en: "Case", render: (r) => h("a", { href: `#/case/${encodeURIComponent(r.case_id)}` }, r.case_id) },
   { key: "status", zh: "状态", en: "Status", render: (r) => statusBadge(r.status, STATUS) },
@@ -22,7 +28,7 @@ const COLUMNS = [
   { key: "decided_at", zh: "决定时间", en: "Decided", render: (r) => dateTime(r.decided_at) },
   { key: "deadline", zh: "公示期限", en: "Deadline", render: (r) => dateTime(r.deadline) },
   { key: "published_at", zh: "公示时间", en: "Published", render: (r) => dateTime(r.published_at) },
-  { key: "publication_id", zh: "公示编号", en: "Publication", render: (r) => r.publication_id || "—" },
+  { key: "publication_id", zh: "公示编号", en: "Publication", render: (r) => shortId(r.publication_id) },
   { key: "withdrawn_at", zh: "撤回时间", en: "Withdrawn", render: (r) => dateTime(r.withdrawn_at) },
 ];
 

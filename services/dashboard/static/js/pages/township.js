@@ -4,7 +4,7 @@ import * as api from "../api.js";
 import { barChart, lineChart } from "../charts.js";
 import { cards, dataTable, empty, exportLinks, filterBar, loadAll, pager, panel, settled } from "../components.js";
 import { dateTime, h, heading, num, pct } from "../dom.js";
-import { categoryName, ruleName, stageName, stageOptions, townshipName, townshipNameEn, unitName } from "../labels.js";
+import { categoryName, chineseHalf, ruleName, stageName, stageOptions, townshipName, townshipNameEn, unitName, withNames } from "../labels.js";
 
 const REFERENCE = 79.95;
 const CASES_PAGE = 20;
@@ -27,6 +27,7 @@ function stagesPanel(stages) {
   ];
 }
 
+// The API calls its grouping column 名称 (Name) whatever it groups by: the page says what it is.
 function loadPanel(load) {
   const reference = (load.reference && load.reference.cases_per_officer) || REFERENCE;
   const items = load.items || [];
@@ -41,7 +42,7 @@ function loadPanel(load) {
     ),
     dataTable(
       [
-        { key: "name_zh", zh: "单位", en: "Unit", render: (r) => r.name_zh || unitName(r.group) },
+        { key: "name_zh", zh: "单位", en: "Unit", own: true, render: (r) => r.name_zh || unitName(r.group) },
         { key: "cases_filed", zh: "立案", en: "Filed", num: true },
         { key: "officers", zh: "执法人员", en: "Officers", num: true },
         { key: "cases_per_officer", zh: "人均办案", en: "Per officer", num: true },
@@ -55,7 +56,7 @@ function loadPanel(load) {
 function onTimePanel(onTime) {
   return dataTable(
     [
-      { key: "name_zh", zh: "时限", en: "Clock", render: (r) => r.name_zh || ruleName(r.group) },
+      { key: "name_zh", zh: "时限", en: "Clock", own: true, render: (r) => r.name_zh || ruleName(r.group) },
       { key: "closed", zh: "已完成", en: "Closed", num: true },
       { key: "on_time", zh: "按时", en: "On time", num: true },
       { key: "late", zh: "超时", en: "Late", num: true },
@@ -97,7 +98,7 @@ export function anomalyTable(anomalies) {
               ? townshipName(r.subject)
               : h("a", { href: `#/matter/${encodeURIComponent(r.area)}/${encodeURIComponent(r.subject)}` }, r.subject),
       },
-      { key: "detail", zh: "说明", en: "Detail", render: (r) => h("span", { class: "detail" }, r.detail || "—") },
+      { key: "detail", zh: "说明", en: "Detail", render: (r) => h("span", { class: "detail", title: r.detail || null }, withNames(chineseHalf(r.detail) || r.detail) || "—") },
       { key: "occurred_at", zh: "发生时间", en: "Occurred", render: (r) => dateTime(r.occurred_at) },
       { key: "detected_at", zh: "发现时间", en: "Detected", render: (r) => dateTime(r.detected_at) },
     ],
