@@ -4,7 +4,7 @@ newly tasked inspection with the other inspections of its business."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,8 +42,10 @@ class AnomalyProjection:
     name = "anomalies"
     tables = ("anomalies",)  # what `liandong projections rebuild` swaps
 
-    def __init__(self, mechanisms: Mechanisms) -> None:
+    def __init__(self, mechanisms: Mechanisms, now: Callable[[], datetime] | None = None) -> None:
         self._mechanisms = StepIndex(mechanisms)
+        # The worker's time source: detection times read as the hub's "now", which a simulation moves.
+        self._now = now or (lambda: datetime.now(UTC))
 
     def handles(self, event_type: str) -> bool:
         return self._mechanisms.step(event_type) is not None
@@ -63,7 +65,7 @@ class AnomalyProjection:
                     )
                 ).scalars()
             )
-        now = datetime.now(UTC)
+        now = self._now()
         found = [
             anomaly
             for (area, subject), entries in history.items()

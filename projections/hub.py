@@ -33,7 +33,7 @@ def hub_projections(
         MattersProjection(mechanisms),
         DirectoryProjection(),
         AnalysisProjection(),
-        AnomalyProjection(mechanisms),
+        AnomalyProjection(mechanisms, now),
         ClockProjection(clock_rules, calendar, clock_settings, now),
         AlertProjection(webhook_targets),
     ]
