@@ -1,7 +1,7 @@
 """The issue-7 read path at a year's scale: every `/v1/analysis/*` endpoint, the lists and their
 exports, timed against a real `liandong api` over a simulated year of Panyu.
 
-    .venv/bin/python -m bench.analysis_api                       # ~9 min: load a year, then time
+    .venv/bin/python -m bench.analysis_api                       # ~6–9 min: load a year, then time
     .venv/bin/python -m bench.analysis_api --rounds 20 --no-sqlite --viewers district
 
 **The store.** A fresh hub (`bench.hub_processes.Hub`: embedded broker, migrated PostgreSQL database,
@@ -419,12 +419,46 @@ async def largest_list(client: Client) -> tuple[str, int]:
 
 
 @dataclass
+class Beside:
+    """`/v1/me`, sent one after the other while one heavy request is in flight."""
+
+    heavy: Endpoint
+    heavy_ms: list[float] = field(default_factory=list)
+    me_ms: list[float] = field(default_factory=list)
+
+
+async def beside_heavy(client: Client, heavy: Sequence[Endpoint], repeats: int) -> list[Beside]:
+    """How much one heavy request slows the API's other requests: the API is one process and one
+    event loop, and a file export runs in a thread that shares the GIL with it."""
+    out = []
+    for e in heavy:
+        found = Beside(e)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            task = asyncio.create_task(client.get(e.path, e.params))
+            await asyncio.sleep(0.005)  # the heavy request leaves first
+            while not task.done():
+                sent = time.perf_counter()
+                status, _ = await client.get(ME.path, ())
+                if status != 200:
+                    raise RuntimeError(f"/v1/me answered {status}")
+                found.me_ms.append((time.perf_counter() - sent) * 1000)
+            status, _ = await task
+            if status != 200:
+                raise RuntimeError(f"{e.label} answered {status}")
+            found.heavy_ms.append((time.perf_counter() - started) * 1000)
+        out.append(found)
+    return out
+
+
+@dataclass
 class Series:
     """All timings of one viewer on one store."""
 
     store: str
     viewer: str
     samples: dict[str, Sample]
+    beside: list[Beside] = field(default_factory=list)
 
     @property
     def base_ms(self) -> float:
@@ -457,7 +491,16 @@ async def measure_viewer(
         samples = await time_rounds(
             client, endpoints, args.rounds, args.warmup, api_pid, sql, args.export_rounds, args.seed, check
         )
-        return Series(store, viewer, samples)
+        series = Series(store, viewer, samples)
+        if viewer == DISTRICT and args.beside_repeats:
+            say(f"  {store}: /v1/me beside heavy requests")
+            heavy = [
+                Endpoint("analysis", "/v1/analysis/trend", (("period", "week"),)),
+                Endpoint("analysis", "/v1/analysis/overview"),
+                *export_endpoints(biggest),
+            ]
+            series.beside = await beside_heavy(client, heavy, args.beside_repeats)
+        return series
     finally:
         await client.close()
 
@@ -591,6 +634,32 @@ def series_table(series: Series, sqlite: Series | None) -> str:
     return table(headers, rows)
 
 
+def beside_table(series: Series) -> str:
+    alone = series.samples[ME.label]
+    rows = []
+    for b in series.beside:
+        p50, p95 = percentile(b.me_ms, 0.5), percentile(b.me_ms, 0.95)
+        rows.append(
+            (
+                b.heavy.label,
+                f"{percentile(b.heavy_ms, 0.5):,.0f}",
+                len(b.me_ms),
+                f"{p50:,.1f} / {p95:,.1f} / {max(b.me_ms, default=0):,.1f}",
+                f"{p50 / alone.pct(0.5):.1f} / {p95 / alone.pct(0.95):.1f}",
+            )
+        )
+    return table(
+        [
+            "in flight",
+            "its ms (median)",
+            "`/v1/me` sent meanwhile",
+            "`/v1/me` ms (p50 / p95 / max)",
+            "× `/v1/me` alone (p50 / p95)",
+        ],
+        rows,
+    )
+
+
 def summary_lines(series: Series) -> list[str]:
     analysis = [s for s in series.samples.values() if s.endpoint.kind == "analysis"]
     lists = [s for s in series.samples.values() if s.endpoint.kind == "list"]
@@ -618,6 +687,10 @@ def report(header: str, pg: list[Series], sqlite: list[Series], notes: list[str]
     for series in pg:
         lite = next((s for s in sqlite if s.viewer == series.viewer), None)
         parts += [f"### Viewer `{series.viewer}`", "", series_table(series, lite), ""]
+        for one in (series, lite):
+            if one is not None and one.beside:
+                parts += [f"{one.store}: other requests beside a heavy one (one client each)", ""]
+                parts += [beside_table(one), ""]
     parts += ["Summary:", "", *(line for s in [*pg, *sqlite] for line in summary_lines(s))]
     return "\n".join(parts)
 
@@ -640,6 +713,12 @@ def parser() -> argparse.ArgumentParser:
         choices=("district", "township"),
         default=["district", "township"],
         help="the district supervision section and/or a township enforcement office",
+    )
+    parser.add_argument(
+        "--beside-repeats",
+        type=int,
+        default=3,
+        help="times each heavy request runs beside /v1/me (3; 0 skips)",
     )
     parser.add_argument("--no-sqlite", action="store_true", help="skip the SQLite store")
     parser.add_argument(
@@ -687,16 +766,12 @@ async def measure(args: argparse.Namespace) -> str:
                 lite, note = await measure_sqlite(year, args)
                 notes.append(note)
         finally:
-            await hub_stop(year)
+            await year.hub.stop()
     header = (
         f"## Analysis API\n\nMachine: {host}. {args.rounds} counted rounds after {args.warmup} warm-up, "
         f"exports in {args.export_rounds}. Run took {time.monotonic() - begun:.0f} s."
     )
     return report(header, pg, lite, notes)
-
-
-async def hub_stop(year: Year) -> None:
-    await year.hub.stop()
 
 
 async def main(argv: Sequence[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """`liandong projections rebuild NAME` on a live store: how long it takes against the full replay, how
 long the live worker is held, and what the API's readers notice.
 
-    .venv/bin/python -m bench.shadow_rebuild                  # ~11 min: load a year, 2 runs of each
+    .venv/bin/python -m bench.shadow_rebuild                  # ~7 min: load a year, 2 runs of each
     .venv/bin/python -m bench.shadow_rebuild --runs 1 --names all
 
 **The store** is the one of `bench.analysis_api`: a real hub (broker, PostgreSQL, `liandong api`,
@@ -62,7 +62,7 @@ FULL = "full replay"
 SHADOW = re.compile(
     r"rebuilt (?P<names>.+?): (?P<records>[\d,]+) records replayed \((?P<events>[\d,]+) events\) in "
     r"(?P<seconds>[\d.]+) s, (?P<rounds>\d+) round\(s\); live projectors paused (?P<paused>[\d.]+) s "
-    r"for the last (?P<last>[\d,]+)"
+    r"(?:for the last |\(catch-up of )(?P<last>[\d,]+)"
 )
 SWAPPED = re.compile(r"^\s+(?P<table>\w+): (?P<written>[\d,]+) written, (?P<deleted>[\d,]+) deleted")
 DONE = re.compile(
@@ -404,8 +404,8 @@ def report(header: str, windows: list[Window], bg: Background, args: argparse.Na
         [
             "phase",
             "paused, the rebuild's own figure ms",
-            "EXCLUSIVE lock seen held ms",
-            "a lock request seen waiting ms",
+            "EXCLUSIVE lock seen held ms (≥)",
+            "a lock request seen waiting ms (≥)",
             "time between worker commits ms (p50 / p99 / max)",
             "202 → visible ms (p50 / p99 / max)",
             "events timed",
