@@ -13,7 +13,8 @@ The swap runs in one transaction on the live store, after the live projectors we
   PostgreSQL, WAL on SQLite), and the prepared statements of running processes stay valid.
 
 Some columns are written outside the projector, or stamped with the wall clock when a batch ran.
-Their live values are kept, see `_KEPT`.
+Their live values are kept, see `_KEPT`. Some rows are written outside the projector altogether (the
+worker's case-flow sweep): a replay never holds them, so the swap leaves them alone, see `_FOREIGN`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from projections.anomalies import FLOW
 from projections.db import upsert
 from projections.runtime import Projection
 from projections.schema import event_history, metadata, projection_checkpoints
@@ -187,7 +189,11 @@ async def swap(conn: AsyncConnection, tables: Sequence[Table], schema: str) -> l
         shadow = _in(table, schema).alias("shadow_rows")
         key = [c.name for c in table.primary_key.columns]
         same_key = and_(*(shadow.c[k] == table.c[k] for k in key))
-        deleted = await conn.execute(delete(table).where(~exists().where(same_key)))
+        gone = delete(table).where(~exists().where(same_key))
+        foreign = _FOREIGN.get(table.name)
+        if foreign is not None:
+            gone = gone.where(~foreign.rows(table.c))
+        deleted = await conn.execute(gone)
         written = await conn.execute(_upsert(conn, table, shadow, key))
         out.append(Swapped(table.name, max(deleted.rowcount, 0), max(written.rowcount, 0)))
     return out
@@ -287,6 +293,26 @@ _KEPT: Mapping[str, _Kept] = {
     ),
 }
 
+
+@dataclass(frozen=True, slots=True)
+class _Foreign:
+    """Rows of a swapped table that another writer owns: the projector never writes them, so the
+    shadow never holds them, and deleting them would lose facts the replay cannot give back."""
+
+    rows: Callable[[Columns], ColumnElement[bool]]
+    why: str
+
+
+_FOREIGN: Mapping[str, _Foreign] = {
+    "anomalies": _Foreign(
+        lambda c: c.category == literal(FLOW),
+        "case-flow spikes and silences (category flow) come from the worker's periodic sweep, not "
+        "from the projector: the swap keeps the live rows, and the next sweep re-derives them from "
+        "the swapped cases",
+    ),
+}
+
+
 # Tables a rebuild must never swap, with the reason.
 _REFUSED: Mapping[str, str] = {
     "deliveries": "deliveries are the record of webhooks and e-mails sent, not a projection: a replay "
@@ -298,8 +324,13 @@ _REFUSED: Mapping[str, str] = {
 
 
 def describe(table: Table) -> str:
+    notes = []
     kept = _KEPT.get(table.name)
-    return f"{table.name} (keeps the live {', '.join(kept.columns)})" if kept else table.name
+    if kept is not None:
+        notes.append(f"keeps the live {', '.join(kept.columns)}")
+    if table.name in _FOREIGN:
+        notes.append("keeps the live rows of the worker's case-flow sweep")
+    return f"{table.name} ({'; '.join(notes)})" if notes else table.name
 
 
 def drop_schema_sql(schema: str) -> Any:

@@ -558,3 +558,55 @@ def test_the_progress_bar_redraws_in_place_on_a_terminal_and_prints_lines_elsewh
         lines
     )
     assert re.search(r"\[#{30}\] 100% 1,000/1,000 events .* ETA 0:00$", lines[-1]), lines
+
+
+async def test_a_swap_keeps_the_live_case_flow_anomalies_that_only_the_worker_sweep_writes(
+    pg_url: str,
+) -> None:
+    """The replay never holds the sweep's rows (category flow): deleting them would lose open
+    spikes and silences, while a projector-owned anomaly the shadow lacks is still deleted."""
+    from projections import shadow as shadow_tables
+
+    live = make_engine(pg_url)
+    ref = shadow_tables.schema_name("flowtest")
+    shadow_engine = make_engine(pg_url, connect_args={"server_settings": {"search_path": ref}})
+    at = datetime(2022, 11, 14, tzinfo=UTC)
+
+    def row(anomaly_id: str, kind: str, category: str, area: str, subject: str) -> dict[str, Any]:
+        return {
+            "anomaly_id": anomaly_id,
+            "subject": subject,
+            "area": area,
+            "kind": kind,
+            "category": category,
+            "event_id": "",
+            "event_type": "case_flow.weekly",
+            "occurred_at": at,
+            "detected_at": at,
+            "resolved_at": None,
+            "detail": "x",
+            "township": "shilou",
+        }
+
+    spike = row("f" * 32, "case_flow_spike", "flow", "township", "shilou")
+    stale = row("e" * 32, "out_of_order", "data_quality", "case", "SHILOU-2022-00001")
+    try:
+        await upgrade(live)
+        async with live.begin() as conn:
+            await conn.execute(shadow_tables.drop_schema_sql(ref))
+            await conn.exec_driver_sql(f'CREATE SCHEMA "{ref}"')
+            await conn.execute(insert(schema.anomalies), [spike, stale])
+        async with shadow_engine.begin() as conn:
+            await conn.run_sync(shadow_tables.create_tables)
+        async with live.begin() as conn:
+            swapped = await shadow_tables.swap(conn, [schema.anomalies], ref)
+        async with live.connect() as conn:
+            left = (await conn.execute(select(schema.anomalies.c.anomaly_id))).scalars().all()
+        assert left == [spike["anomaly_id"]]
+        assert [(s.table, s.deleted) for s in swapped] == [("anomalies", 1)]
+        assert "sweep" in shadow_tables.describe(schema.anomalies)
+    finally:
+        await shadow_engine.dispose()
+        async with live.begin() as conn:
+            await conn.execute(shadow_tables.drop_schema_sql(ref))
+        await live.dispose()
