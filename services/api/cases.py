@@ -134,6 +134,18 @@ async def list_cases(
         query = query.where(c.case_id > after)
     async with ctx.engine.connect() as conn:
         rows, total = await fetch(conn, query.order_by(c.case_id), page)
+    if page.export:
+        # The rows become items in the export's worker thread, off the event loop.
+        return await respond(
+            page.format,
+            "cases",
+            COLUMNS,
+            rows,
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
+            convert=_case_json,
+        )
     items = [_case_json(r) for r in rows]
     more = not page.export and page.offset + len(items) < total
     extra = {"next_after": items[-1]["case_id"] if items and more else None}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -90,30 +90,28 @@ async def respond(
     fmt: Format,
     name: str,
     columns: Sequence[Column],
-    items: Sequence[Mapping[str, Any]],
+    items: Sequence[Any],
     *,
     total: int,
     limit: int,
     offset: int,
     extra: Mapping[str, Any] | None = None,
+    convert: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> Response:
-    """The list response: JSON with paging and columns, or the whole list as a file."""
+    """The list response: JSON with paging and columns, or the whole list as a file. With
+    `convert`, `items` are database rows and `convert` turns each one into its item."""
     # A file of 50,000 rows takes seconds of CPU: built in a worker thread, the event loop keeps
-    # answering other requests and live streams meanwhile.
-    if fmt == "csv":
+    # answering other requests and live streams meanwhile. The rows are turned into items there
+    # too: for 15,000 rows that alone held the loop for up to 180 ms.
+    if fmt in ("csv", "xlsx"):
+        build = _file_builder(fmt, columns, name)
         return Response(
-            await to_thread.run_sync(csv_bytes, columns, items),
-            media_type=CSV_MEDIA,
-            headers={"Content-Disposition": _disposition(f"{name}.csv")},
-        )
-    if fmt == "xlsx":
-        return Response(
-            await to_thread.run_sync(xlsx_bytes, columns, items, name),
-            media_type=XLSX_MEDIA,
-            headers={"Content-Disposition": _disposition(f"{name}.xlsx")},
+            await to_thread.run_sync(build, items if convert is None else _Converted(items, convert)),
+            media_type=CSV_MEDIA if fmt == "csv" else XLSX_MEDIA,
+            headers={"Content-Disposition": _disposition(f"{name}.{fmt}")},
         )
     body: dict[str, Any] = {
-        "items": list(items),
+        "items": list(items) if convert is None else [convert(x) for x in items],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -122,3 +120,22 @@ async def respond(
     if extra:
         body.update(extra)
     return JSONResponse(body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Converted:
+    """Rows turned into items one by one as the file is written, in the file's thread."""
+
+    rows: Sequence[Any]
+    convert: Callable[[Any], Mapping[str, Any]]
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        return map(self.convert, self.rows)
+
+
+def _file_builder(
+    fmt: Format, columns: Sequence[Column], name: str
+) -> Callable[[Iterable[Mapping[str, Any]]], bytes]:
+    if fmt == "csv":
+        return lambda items: csv_bytes(columns, items)
+    return lambda items: xlsx_bytes(columns, items, name)

@@ -3,7 +3,7 @@ case-file reviews (案卷评查). Each reads the viewer's townships only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -33,10 +33,23 @@ def item_json(row: Row[Any]) -> dict[str, Any]:
 
 
 async def answer(
-    page: Page, name: str, columns: Iterable[Column], items: list[dict[str, Any]], total: int
+    page: Page,
+    name: str,
+    columns: Iterable[Column],
+    rows: Sequence[Row[Any]],
+    total: int,
+    convert: Callable[[Row[Any]], Mapping[str, Any]] = item_json,
 ) -> Response:
+    """The rows as a list response; an export turns them into items in its worker thread."""
     return await respond(
-        page.format, name, tuple(columns), items, total=total, limit=page.limit, offset=page.offset
+        page.format,
+        name,
+        tuple(columns),
+        rows,
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+        convert=convert,
     )
 
 
@@ -69,28 +82,39 @@ async def publication_register(
     """Decided cases and their publication (执法公示): the deadline of the publication clock, the
     latest publication and a withdrawal after it. from/to select by decision time."""
     c, h, k = cases.c, event_history.c, clocks.c
+    # The filters on cases alone, applied to the event history and the clocks as well: a township
+    # office reads its township's publications, not the district's.
+    case_filters = [*scope.where(c.township), *span.where(c.decided_at)]
+    if unit is not None:
+        case_filters.append(c.handling_unit == unit)
+    if category is not None:
+        case_filters.append(c.category == category)
+    in_scope = select(c.case_id).where(*case_filters)
+    published, withdrawn = h.type == PUBLISHED, h.type == WITHDRAWN
+    # Publications and withdrawals in one pass over the event history.
     pub = (
-        select(h.subject, func.max(h.occurred_at).label("at"), func.max(h.event_id).label("event_id"))
-        .where(h.area == "case", h.type == PUBLISHED)
+        select(
+            h.subject,
+            func.max(case((published, h.occurred_at))).label("at"),
+            func.max(case((published, h.event_id))).label("event_id"),
+            func.max(case((withdrawn, h.occurred_at))).label("withdrawn_at"),
+        )
+        .where(h.area == "case", h.type.in_((PUBLISHED, WITHDRAWN)))
         .group_by(h.subject)
-        .subquery("pub")
-    )
-    gone = (
-        select(h.subject, func.max(h.occurred_at).label("at"))
-        .where(h.area == "case", h.type == WITHDRAWN)
-        .group_by(h.subject)
-        .subquery("gone")
     )
     due = (
         select(k.subject, func.min(k.deadline).label("deadline"))
         .where(k.area == "case", k.rule_id.in_(PUBLICATION_RULES), k.started_at.is_not(None))
         .group_by(k.subject)
-        .subquery("due")
     )
+    if case_filters:
+        pub = pub.where(h.subject.in_(in_scope))
+        due = due.where(k.subject.in_(in_scope))
+    pubs, dues = pub.subquery("pub"), due.subquery("due")
     state = case(
-        (and_(pub.c.at.is_not(None), gone.c.at >= pub.c.at), "withdrawn"),
-        (pub.c.at.is_not(None), "published"),
-        (due.c.deadline < now(ctx), "overdue"),
+        (and_(pubs.c.at.is_not(None), pubs.c.withdrawn_at >= pubs.c.at), "withdrawn"),
+        (pubs.c.at.is_not(None), "published"),
+        (dues.c.deadline < now(ctx), "overdue"),
         else_="pending",
     )
     query = (
@@ -101,31 +125,22 @@ async def publication_register(
             c.category,
             c.outcome,
             c.decided_at,
-            due.c.deadline,
-            pub.c.at.label("published_at"),
-            pub.c.event_id.label("publication_id"),
-            gone.c.at.label("withdrawn_at"),
+            dues.c.deadline,
+            pubs.c.at.label("published_at"),
+            pubs.c.event_id.label("publication_id"),
+            pubs.c.withdrawn_at,
             state.label("status"),
         )
         .select_from(
-            cases.outerjoin(pub, pub.c.subject == c.case_id)
-            .outerjoin(gone, gone.c.subject == c.case_id)
-            .outerjoin(due, due.c.subject == c.case_id)
+            cases.outerjoin(pubs, pubs.c.subject == c.case_id).outerjoin(dues, dues.c.subject == c.case_id)
         )
-        .where(or_(c.decided_at.is_not(None), pub.c.at.is_not(None)), *scope.where(c.township))
-        .where(*span.where(c.decided_at))
+        .where(or_(c.decided_at.is_not(None), pubs.c.at.is_not(None)), *case_filters)
     )
-    if unit is not None:
-        query = query.where(c.handling_unit == unit)
-    if category is not None:
-        query = query.where(c.category == category)
     if status is not None:
         query = query.where(state == status)
     async with ctx.engine.connect() as conn:
         rows, total = await fetch(conn, query.order_by(c.decided_at.desc().nulls_last(), c.case_id), page)
-    return await answer(
-        page, "publication-register", PUBLICATION_COLUMNS, [item_json(r) for r in rows], total
-    )
+    return await answer(page, "publication-register", PUBLICATION_COLUMNS, rows, total)
 
 
 DISPUTE_COLUMNS = (
@@ -174,12 +189,13 @@ async def dispute_list(
         query = query.where(d.status == status)
     async with ctx.engine.connect() as conn:
         rows, total = await fetch(conn, query.order_by(d.raised_at.desc().nulls_last(), d.dispute_id), page)
-    items = []
-    for row in rows:
-        item = item_json(row)
-        item["units"] = json_list(row.units)
-        items.append(item)
-    return await answer(page, "disputes", DISPUTE_COLUMNS, items, total)
+    return await answer(page, "disputes", DISPUTE_COLUMNS, rows, total, _dispute_json)
+
+
+def _dispute_json(row: Row[Any]) -> dict[str, Any]:
+    item = item_json(row)
+    item["units"] = json_list(row.units)
+    return item
 
 
 REVIEW_COLUMNS = (
@@ -218,4 +234,4 @@ async def list_file_reviews(
         query = query.where(f.review_batch == batch)
     async with ctx.engine.connect() as conn:
         rows, total = await fetch(conn, query.order_by(f.scored_at.desc(), f.review_id), page)
-    return await answer(page, "file-reviews", REVIEW_COLUMNS, [item_json(r) for r in rows], total)
+    return await answer(page, "file-reviews", REVIEW_COLUMNS, rows, total)

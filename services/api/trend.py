@@ -1,24 +1,26 @@
 """分析研判 over time: cases filed, decided and closed per month or ISO week, in China time.
 
-Periods are counted in Python over the matching timestamps, so that PostgreSQL and SQLite, whose
-date functions differ, give the same buckets.
+The periods' boundaries (China-time midnights, as UTC instants) are computed here and the database
+counts each timestamp into its period by comparisons only, so PostgreSQL and SQLite, whose date
+functions differ, give the same buckets, and no timestamp crosses into Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Integer, case, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections.schema import cases
 from services.api.access import ScopeDep
 from services.api.context import Ctx
 from services.api.export import Column, respond
-from services.api.listing import CST, LIST_RESPONSES, Category, PageDep, PeriodDep, UnitDep
+from services.api.listing import CST, LIST_RESPONSES, Category, PageDep, Period, PeriodDep, UnitDep
 from services.api.models import Listing, TrendRow
 
 router = APIRouter()
@@ -27,6 +29,11 @@ TREND_COLUMNS = (
     Column("cases_filed", "立案数", "Cases filed"),
     Column("cases_decided", "作出决定数", "Cases decided"),
     Column("cases_closed", "结案数", "Cases closed"),
+)
+_MEASURES = (
+    ("cases_filed", cases.c.filed_at),
+    ("cases_decided", cases.c.decided_at),
+    ("cases_closed", cases.c.closed_at),
 )
 
 
@@ -43,39 +50,61 @@ def bucket(day: date, period: str) -> str:
     return f"{day.year}-{day.month:02d}"
 
 
-def buckets(first: date, last: date, period: str) -> list[str]:
-    """Every period from the one holding `first` to the one holding `last`, oldest first."""
-    out: list[str] = []
+def _starts(first: date, last: date, period: str) -> list[date]:
+    """The first day of every period from the one holding `first` to the one holding `last`."""
+    out: list[date] = []
     if period == "week":
         day = first - timedelta(days=first.weekday())
         while day <= last:
-            out.append(bucket(day, period))
+            out.append(day)
             day += timedelta(days=7)
         return out
-    year, month = first.year, first.month
-    while (year, month) <= (last.year, last.month):
-        out.append(f"{year}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    day = first.replace(day=1)
+    while day <= last:
+        out.append(day)
+        day = date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
     return out
 
 
-def _trend_rows(
-    found: Mapping[str, Iterable[date]], first: date | None, last: date | None, period: str
-) -> list[dict[str, Any]]:
-    days = {name: list(values) for name, values in found.items()}
-    every = [d for values in days.values() for d in values]
-    first = first or (min(every) if every else None)
-    last = last or (max(every) if every else None)
-    if first is None or last is None or last < first:
-        return []
-    rows: dict[str, dict[str, Any]] = {
-        b: {"period": b, **dict.fromkeys(days, 0)} for b in buckets(first, last, period)
-    }
-    for name, values in days.items():
-        for d in values:
-            if (b := bucket(d, period)) in rows:
-                rows[b][name] += 1
-    return list(rows.values())
+def buckets(first: date, last: date, period: str) -> list[str]:
+    """Every period from the one holding `first` to the one holding `last`, oldest first."""
+    return [bucket(day, period) for day in _starts(first, last, period)]
+
+
+def period_index(column: Any, bounds: Sequence[datetime], base: int = 0) -> ColumnElement[int]:
+    """base + the number of `bounds` (ascending) at or before `column`: its period's index when the
+    bounds are the periods' starts after the first. A balanced tree of CASEs, so each row costs
+    log2(periods) comparisons, and the indexes are inlined literals, which both dialects type."""
+    if not bounds:
+        return literal_column(str(base), Integer)
+    mid = len(bounds) // 2
+    return case(
+        (column < bounds[mid], period_index(column, bounds[:mid], base)),
+        else_=period_index(column, bounds[mid + 1 :], base + mid + 1),
+    )
+
+
+def _instant(day: date) -> datetime:
+    # UTC, like the period's bounds: SQLite compares the stored UTC text.
+    return datetime.combine(day, time(0), CST).astimezone(UTC)
+
+
+async def _extent(
+    conn: AsyncConnection, where: Sequence[ColumnElement[bool]], span: Period
+) -> tuple[date | None, date | None]:
+    """The first and last China-time day of any counted timestamp: the trend's extent where the
+    period leaves it open."""
+    days: list[date] = []
+    for _, column in _MEASURES:
+        row = (
+            await conn.execute(
+                select(func.min(column), func.max(column)).where(
+                    column.is_not(None), *where, *span.where(column)
+                )
+            )
+        ).one()
+        days.extend(_local_day(x) for x in row if x is not None)
+    return (min(days), max(days)) if days else (None, None)
 
 
 @router.get("/v1/analysis/trend", response_model=Listing[TrendRow], responses=LIST_RESPONSES)
@@ -98,20 +127,28 @@ async def trend(
         where.append(c.handling_unit == unit)
     if category is not None:
         where.append(c.category == category)
-    found: dict[str, Sequence[date]] = {}
-    async with ctx.engine.connect() as conn:
-        for name, column in (
-            ("cases_filed", c.filed_at),
-            ("cases_decided", c.decided_at),
-            ("cases_closed", c.closed_at),
-        ):
-            moments = await conn.scalars(
-                select(column).where(column.is_not(None), *where, *span.where(column))
-            )
-            found[name] = [_local_day(x) for x in moments]
     first = _local_day(span.start) if span.start else None
     last = _local_day(span.end) - timedelta(days=1) if span.end else None
-    rows = _trend_rows(found, first, last, period)
+    async with ctx.engine.connect() as conn:
+        if first is None or last is None:
+            low, high = await _extent(conn, where, span)
+            first, last = first or low, last or high
+        if first is None or last is None or last < first:
+            rows: list[dict[str, Any]] = []
+        else:
+            starts = _starts(first, last, period)
+            rows = [{"period": bucket(day, period), **dict.fromkeys(dict(_MEASURES), 0)} for day in starts]
+            bounds = [_instant(day) for day in starts[1:]]
+            for name, column in _MEASURES:
+                # Grouped over a subquery: a GROUP BY repeating the CASE would bind its bounds
+                # again, and PostgreSQL would not see the two expressions as the same.
+                counted = (
+                    select(period_index(column, bounds).label("i"))
+                    .where(column.is_not(None), *where, *span.where(column))
+                    .subquery()
+                )
+                for i, n in await conn.execute(select(counted.c.i, func.count()).group_by(counted.c.i)):
+                    rows[i][name] = int(n)
     return await respond(
         page.format,
         "trend",
