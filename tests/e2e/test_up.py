@@ -54,9 +54,11 @@ class Hub:
         async def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"liandong up exited early:\n{self.output[-3000:]}")
-            return "API ready" in self.output
+            # The last line of start-up: with --demo, the sign-in link and the simulator come after
+            # "API ready".
+            return "press Ctrl-C to stop" in self.output
 
-        await wait_for(ready, 90, "`liandong up` to report the API ready")
+        await wait_for(ready, 90, "`liandong up` to finish starting (its 'press Ctrl-C to stop' line)")
 
     def pids(self) -> list[int]:
         return sorted({int(p) for p in re.findall(r"pid (\d+)", self.output)})
