@@ -43,6 +43,7 @@ from bench.hub_processes import (
     Gateway,
     Hub,
     Profiler,
+    add_pipeline_options,
     bench_connection,
     catalog_topics,
     create_topics,
@@ -330,16 +331,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy the API and worker of the first hub run into DIR"
     )
-    parser.add_argument(
-        "--batch-within-ms",
-        type=int,
-        default=None,
-        help="LIANDONG_BATCH_WITHIN_MS for the worker (default: the hub's, 200)",
-    )
-    parser.add_argument(
-        "--batch-max", type=int, default=None, help="LIANDONG_BATCH_MAX for the worker (default: the hub's)"
-    )
-    parser.add_argument("--only", choices=("hub", "baseline"), default=None, help="run one pipeline only")
+    add_pipeline_options(parser)
     return parser
 
 

@@ -4,6 +4,7 @@ as child processes. Also the small helpers the benchmarks share (spreads, machin
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -444,3 +445,17 @@ def summarise(raw: Path, wall_samples: float, top: int = 30) -> str:
             *rows(total),
         ]
     )
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The worker's batching and the choice of pipeline, as the hub-against-baseline benches take them."""
+    parser.add_argument(
+        "--batch-within-ms",
+        type=int,
+        default=None,
+        help="LIANDONG_BATCH_WITHIN_MS for the worker (default: the hub's, 200)",
+    )
+    parser.add_argument(
+        "--batch-max", type=int, default=None, help="LIANDONG_BATCH_MAX for the worker (default: the hub's)"
+    )
+    parser.add_argument("--only", choices=("hub", "baseline"), default=None, help="run one pipeline only")
