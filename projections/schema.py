@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -161,7 +162,11 @@ api_keys = Table(
     Column("secret_sha256", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # NULL: never expires. A rotated key points at its successor and expires after a grace period.
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("replaced_by", String(32), nullable=True),
 )
+Index("ix_api_keys_unit", api_keys.c.unit_id)
 
 clocks = Table(
     "clocks",
@@ -328,3 +333,57 @@ inspections = Table(
     Column("finding", String(32), nullable=True),
 )
 Index("ix_inspections_business", inspections.c.business_key, inspections.c.tasked_at)
+
+# The record (全过程记录): every event once, in one hash chain. `record` is the canonical JSON the
+# hash covers; parties' personal data inside it is encrypted under the party's key.
+archive = Table(
+    "archive",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("subject", String(128), nullable=False),
+    Column("record", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_archive_subject", archive.c.subject)
+
+# The chain's head, one row (chain = 1), locked by each appending batch.
+archive_head = Table(
+    "archive_head",
+    metadata,
+    Column("chain", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# One data key per party, wrapped under the master key. Deleting `wrapped_key` erases the person
+# (crypto-shredding): the ciphertexts stay, and so does the chain that covers them.
+party_keys = Table(
+    "party_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("party_ref", String(64), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("shredded_at", DateTime(timezone=True), nullable=True),
+)
+Index("ix_party_keys_party", party_keys.c.party_ref)
+
+# The latest personal data of each party of a case or matter, encrypted (base64 of nonce|ciphertext).
+parties = Table(
+    "parties",
+    metadata,
+    Column("subject", String(128), primary_key=True),
+    Column("area", String(64), primary_key=True),
+    Column("party_ref", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("kind", String(32), nullable=True),
+    Column("name_ct", Text, nullable=True),
+    Column("id_number_ct", Text, nullable=True),
+    Column("phone_ct", Text, nullable=True),
+    Column("address_ct", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

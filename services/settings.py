@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -50,6 +52,14 @@ class Settings:
     connector_metrics_port: int
     import_max_bytes: int
     import_max_rows: int
+    # Secrets: never in repr, so never in a log line that prints the settings. None: the hub
+    # generates one and keeps it in hub_meta (embedded default; docs/security.md says why production
+    # sets them).
+    token_secret: bytes | None = field(default=None, repr=False)
+    master_key: bytes | None = field(default=None, repr=False)
+    rate_limit_per_min: int = 3000
+    rate_limit_burst: int = 600
+    pii_retention_days: int = 3650
 
     @property
     def embedded_broker(self) -> bool:
@@ -102,6 +112,11 @@ class Settings:
             connector_metrics_port=_int(env, "LIANDONG_CONNECTOR_METRICS_PORT", 6067, 1, 65535),
             import_max_bytes=_int(env, "LIANDONG_IMPORT_MAX_BYTES", 20 * 1024 * 1024, 1024, 2**31),
             import_max_rows=_int(env, "LIANDONG_IMPORT_MAX_ROWS", 100_000, 1, 10_000_000),
+            token_secret=_secret(env, "LIANDONG_TOKEN_SECRET"),
+            master_key=_secret(env, "LIANDONG_MASTER_KEY", exact=32),
+            rate_limit_per_min=_int(env, "LIANDONG_RATE_LIMIT_PER_MIN", 3000, 1, 10_000_000),
+            rate_limit_burst=_int(env, "LIANDONG_RATE_LIMIT_BURST", 600, 1, 10_000_000),
+            pii_retention_days=_int(env, "LIANDONG_PII_RETENTION_DAYS", 3650, 1, 36_500),
         )
 
 
@@ -127,3 +142,19 @@ def _time_source(value: str) -> str:
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name)
     return Path(raw).expanduser().resolve() if raw else None
+
+
+def _secret(env: Mapping[str, str], name: str, exact: int | None = None) -> bytes | None:
+    """A base64 secret of 32 bytes or more (`exact`: exactly that many). The message never echoes it."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError(f"{name} must be base64 (e.g. `openssl rand -base64 32`)") from None
+    if exact is not None and len(value) != exact:
+        raise SettingsError(f"{name} must decode to exactly {exact} bytes, got {len(value)}")
+    if len(value) < 32:
+        raise SettingsError(f"{name} must decode to at least 32 bytes, got {len(value)}")
+    return value
