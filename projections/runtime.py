@@ -7,6 +7,11 @@ Exactly-once effects on at-least-once delivery:
   redelivery or a partition that rewinds late applies nothing twice;
 - every fresh event is first recorded in the event history, keyed by event id; only events new to
   the history reach the projections, so the same event published twice counts once.
+
+An optional gate (`events.grants.Grants` in the worker) sees every decoded event before the history
+does: records published straight to the broker bypass the gateway, so an event whose source is
+unknown, or not granted its type or townships, is dead-lettered with the gate's reason and never
+projected.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.envelope import Envelope
+from events.grants import Refusal
 from events.serde import DecodeError, EventCodec, Headers
 from projections.bulk import insert_new, merge, pairs_of
 from projections.schema import event_history, projection_checkpoints
@@ -76,6 +82,10 @@ class Incarnation(Protocol):
         ...
 
 
+Gate = Callable[[Envelope], Refusal | None]
+"""None to admit a decoded event; a refusal (reason, field, detail) to dead-letter it."""
+
+
 class IncarnationChanged(RuntimeError):
     pass
 
@@ -98,6 +108,7 @@ class Projector:
         dead_letters: DeadLetterSink,
         incarnation: Incarnation,
         after_commit: Callable[[BatchResult], Awaitable[None]] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._engine = engine
         self._consumer = consumer
@@ -106,6 +117,7 @@ class Projector:
         self._dead_letters = dead_letters
         self._incarnation = incarnation
         self._after_commit = after_commit
+        self._gate = gate
         # event type -> the projections that handle it, in order
         self._routes: dict[str, tuple[int, ...]] = {}
 
@@ -144,10 +156,16 @@ class Projector:
             decoded: list[Positioned] = []
             for record in fresh:
                 try:
-                    decoded.append(Positioned(self._codec.decode(record.value, record.headers), record))
+                    event = self._codec.decode(record.value, record.headers)
                 except DecodeError as exc:
-                    await self._dead_letters.send(record, exc.reason, exc.detail)
-                    result.dead_lettered[exc.reason] = result.dead_lettered.get(exc.reason, 0) + 1
+                    await self._dead_letter(result, record, exc.reason, exc.detail)
+                    continue
+                refusal = self._gate(event) if self._gate is not None else None
+                if refusal is not None:
+                    detail = f"{refusal.field}: {refusal.detail}"
+                    await self._dead_letter(result, record, refusal.reason, detail)
+                    continue
+                decoded.append(Positioned(event, record))
             new = await _record_history(conn, decoded)
             routed: list[list[Positioned]] = [[] for _ in self._projections]
             for p in new:
@@ -161,6 +179,30 @@ class Projector:
                 await self._save_checkpoints(conn, fresh)
                 result.newest_timestamp_ms = max(r.timestamp_ms for r in fresh)
         return result
+
+    async def _dead_letter(self, result: BatchResult, record: SourceRecord, reason: str, detail: str) -> None:
+        await self._dead_letters.send(record, reason, detail)
+        result.dead_lettered[reason] = result.dead_lettered.get(reason, 0) + 1
+
+    async def set_aside(self, record: SourceRecord, reason: str, detail: str) -> BatchResult:
+        """Dead-letter one record the projections cannot apply, and move its partition's checkpoint
+        past it, in one transaction: the partition goes on, and a redelivery is skipped instead of
+        dead-lettered twice (services/worker/batches.py decides which record that is)."""
+        for _attempt in range(3):
+            result = BatchResult()
+            async with self._engine.begin() as conn:
+                done = await self._lock_checkpoints(conn, [record])
+                if record.offset <= done.get((record.topic, record.partition), -1):
+                    if await self._incarnation.refresh():
+                        continue  # a checkpoint of an earlier broker: not a redelivery
+                    result.skipped_redelivered = 1
+                else:
+                    await self._dead_letter(result, record, reason, detail)
+                    await self._save_checkpoints(conn, [record])
+            if self._after_commit is not None:
+                await self._after_commit(result)
+            return result
+        raise RuntimeError("broker incarnation kept changing while setting a record aside")
 
     def _route(self, event_type: str) -> tuple[int, ...]:
         route = self._routes.get(event_type)

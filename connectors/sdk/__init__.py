@@ -2,7 +2,9 @@
 
 It builds catalog events, validates them exactly as the HTTP gateway does (schema, directory
 references, the unit's publishing rights and jurisdiction), and publishes them with the gateway's
-serde and headers, returning only after the broker acknowledged them (acks=all).
+serde and headers, returning only after the broker acknowledged them (acks=all). `publish` checks
+the directory's grants again (`events/grants.py`) for every event it is handed, however it was
+built: a client publishes only as its own unit, only the types and townships granted to it.
 
     async with LiandongClient("kafka-1:9092", unit="shilou.enforcement-office") as client:
         filed = client.event("case.filed.v1", subject="SL-2026-0001", record_id="row-17", data={...})
@@ -24,6 +26,7 @@ from connectors.kafka.publisher import KafkaPublisher
 from events.catalog import Catalog, topic_for
 from events.directory import Directory
 from events.envelope import SPECVERSION, TYPE_PREFIX, Envelope
+from events.grants import Grants
 from events.jsonavro import DataError
 from events.registry import LocalSchemaRegistry, SchemaRegistry
 from events.serde import EventCodec
@@ -34,11 +37,15 @@ __all__ = ["InvalidEvent", "LiandongClient", "event_id_for"]
 
 
 class InvalidEvent(ValueError):
-    """The event breaks the contract; `problems` names each field and reason, as the gateway would."""
+    """The event breaks the contract; `problems` names each field and reason, as the gateway would.
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    `reason` is the gateway's bounded label: `invalid_event`, or a grant refusal (`forged_source`,
+    `unknown_source`, `type_not_permitted`, `township_not_permitted`)."""
+
+    def __init__(self, problems: list[tuple[str, str]], reason: str = "invalid_event") -> None:
         super().__init__("; ".join(f"{f}: {r}" for f, r in problems))
         self.problems = problems
+        self.reason = reason
 
 
 def event_id_for(unit: str, record_id: str) -> str:
@@ -62,6 +69,7 @@ class LiandongClient:
         self._directory = directory or Directory.load()
         if unit not in self._directory.units:
             raise InvalidEvent([("unit", f"'{unit}' is not a registered unit")])
+        self._grants = Grants(self._directory, self._catalog)
         self._codec = EventCodec(self._catalog, registry or LocalSchemaRegistry())
         self._publisher = KafkaPublisher(bootstrap, client_id=f"liandong-sdk-{unit}", partitions=partitions)
         self._prepared = False
@@ -102,10 +110,22 @@ class LiandongClient:
         except IngestRejected as exc:
             raise InvalidEvent([(p.field, p.reason) for p in exc.problems]) from None
         except Forbidden as exc:
-            raise InvalidEvent([(exc.field, exc.detail)]) from None
+            raise InvalidEvent([(exc.field, exc.detail)], exc.reason) from None
+
+    def check(self, event: Envelope) -> None:
+        """Raise `InvalidEvent` if the directory does not grant this unit `event` (source, type,
+        townships named in its data)."""
+        refusal = self._grants.check(event, publisher=self._unit)
+        if refusal is not None:
+            raise InvalidEvent([(refusal.field, refusal.detail)], refusal.reason)
 
     async def publish(self, *events: Envelope) -> None:
-        """Publish and wait for the broker's acknowledgement of every event."""
+        """Publish and wait for the broker's acknowledgement of every event.
+
+        All or nothing on the grants: if one event is refused, `InvalidEvent` is raised and none is
+        sent."""
         if not self._prepared:
             raise RuntimeError("use the client as `async with LiandongClient(...) as client:`")
+        for e in events:
+            self.check(e)
         await self._publisher.publish([(topic_for(e.area), self._codec.encode(e)) for e in events])

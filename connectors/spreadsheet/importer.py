@@ -3,6 +3,10 @@
 Re-running is safe: each event id comes from the unit and the case id (`record_id`), never from
 the row's position, so the hub keeps a re-published event once. After every acknowledged batch the
 state file records the last row number handled; the next run skips rows up to it.
+
+Every row's event is checked against the directory's grants (`events/grants.py`) as the importing
+unit, whatever client built it: a row the unit may not publish (a township outside its
+jurisdiction, say) is reported and dead-lettered with the grant's reason, like any bad row.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from connectors.sdk import InvalidEvent
 from connectors.spreadsheet.mapping import ColumnMapping, MappedRow
 from connectors.spreadsheet.reader import MAX_BYTES, MAX_ROWS, Row, read_table
 from events.envelope import Envelope
+from events.grants import Grants
 
 CONNECTOR = "spreadsheet"
 REPORT_COLUMNS = ("row", "column", "value", "reason")
+INVALID_ROW = "invalid_row"
 DeadLetter = Callable[[bytes, str, str, bytes], Awaitable[None]]
 
 
@@ -55,6 +61,14 @@ class ImportOptions:
     max_rows: int = MAX_ROWS
     retry_base_delay_s: float = 0.5
     progress: IO[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A row that does not become an event: the dead letter's reason and the report's lines."""
+
+    reason: str
+    problems: list[RowProblem]
 
 
 @dataclass(slots=True)
@@ -139,8 +153,10 @@ async def run(
     mapping: ColumnMapping,
     health: Health,
     dead_letter: DeadLetter,
+    grants: Grants | None = None,
 ) -> ImportResult:
     """Import one file. Raises `SpreadsheetError` before publishing anything if the file is unusable."""
+    grants = grants or Grants.load()
     table = read_table(options.path, max_bytes=options.max_bytes, max_rows=options.max_rows)
     columns = mapping.resolve(table.headers)
     digest = file_digest(options.path)
@@ -181,9 +197,9 @@ async def run(
                 result.skipped += 1
                 continue
             health.record("read")
-            outcome = _to_event(row, columns, mapping, client, options.unit)
-            if isinstance(outcome, list):
-                await reject(row, outcome, "invalid_row")
+            outcome = _to_event(row, columns, mapping, client, options.unit, grants)
+            if isinstance(outcome, Refused):
+                await reject(row, outcome.problems, outcome.reason)
             elif key in seen:
                 duplicate = RowProblem(
                     row.number, columns["subject"], key, f"重复 duplicate of row {seen[key]}"
@@ -205,13 +221,13 @@ async def run(
 
 
 def _to_event(
-    row: Row, columns: dict[str, str], mapping: ColumnMapping, client: CaseClient, unit: str
-) -> Envelope | list[RowProblem]:
+    row: Row, columns: dict[str, str], mapping: ColumnMapping, client: CaseClient, unit: str, grants: Grants
+) -> Envelope | Refused:
     mapped = mapping.map_row(row, columns, unit)
     if not isinstance(mapped, MappedRow):
-        return mapped
+        return Refused(INVALID_ROW, mapped)
     try:
-        return client.event(
+        event = client.event(
             mapping.event_type,
             subject=mapped.subject,
             data=mapped.data,
@@ -219,11 +235,23 @@ def _to_event(
             time=mapped.time,
         )
     except InvalidEvent as exc:
-        by_field = {f: h for f, h in columns.items()}
-        return [
-            RowProblem(row.number, by_field.get(f.removeprefix("data."), f), _value(row, columns, f), reason)
-            for f, reason in exc.problems
-        ]
+        if exc.reason == "invalid_event":
+            return Refused(INVALID_ROW, [_problem(row, columns, f, r) for f, r in exc.problems])
+        return Refused(exc.reason, [_problem(row, columns, f, _not_granted(r)) for f, r in exc.problems])
+    # The client may be any `CaseClient`: the importer does not rely on it to apply the grants.
+    refusal = grants.check(event, publisher=unit)
+    if refusal is not None:
+        return Refused(refusal.reason, [_problem(row, columns, refusal.field, _not_granted(refusal.detail))])
+    return event
+
+
+def _not_granted(detail: str) -> str:
+    return f"无权发布 not granted: {detail}"
+
+
+def _problem(row: Row, columns: dict[str, str], problem_field: str, reason: str) -> RowProblem:
+    header = columns.get(problem_field.removeprefix("data."), problem_field)
+    return RowProblem(row.number, header, _value(row, columns, problem_field), reason)
 
 
 def _value(row: Row, columns: dict[str, str], problem_field: str) -> str:

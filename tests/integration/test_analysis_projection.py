@@ -17,7 +17,7 @@ from events.mechanisms import Mechanisms
 from events.serde import EventCodec
 from projections.hub import hub_projections
 from projections.schema import disputes, file_reviews, inspections
-from tests.projector_kit import CALENDAR, CLOCK_SETTINGS, projector, records
+from tests.projector_kit import CALENDAR, CLOCK_SETTINGS, ListDeadLetters, projector, records
 from tests.support import catalog_event
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -134,7 +134,16 @@ def completed(subject: str, time_: datetime, finding: str) -> Envelope:
 
 def test_the_analysis_projection_runs_between_the_directory_and_the_anomalies() -> None:
     names = [p.name for p in hub_projections(Mechanisms.load(), ClockRules.load(), CALENDAR, CLOCK_SETTINGS)]
-    assert names == ["case_registry", "matters", "directory", "analysis", "anomalies", "clocks", "alerts"]
+    assert names == [
+        "case_registry",
+        "matters",
+        "directory",
+        "analysis",
+        "anomalies",
+        "clocks",
+        "alerts",
+        "archive",
+    ]
 
 
 async def test_a_scored_case_file_becomes_one_file_review_row(engine: AsyncEngine, codec: EventCodec) -> None:
@@ -316,10 +325,12 @@ async def test_a_retasked_inspection_keeps_its_first_tasking_and_its_latest_resu
     assert (got["completed_at"], got["finding"]) == (at(60), "compliant")
 
 
-async def test_a_long_free_text_label_is_cut_to_its_column_and_does_not_stop_the_batch(
+async def test_a_label_wider_than_its_column_is_dead_lettered_by_name_and_does_not_stop_the_batch(
     engine: AsyncEngine, codec: EventCodec
 ) -> None:
-    event = catalog_event(
+    # Cutting it to the column would silently change an identifier (two entries could merge), so
+    # the decoder refuses it (events/storable.py) and the batch goes on without it.
+    long = catalog_event(
         "dispute.listed.v1",
         "ZY-LONG",
         source=SUPERVISOR,
@@ -328,9 +339,15 @@ async def test_a_long_free_text_label_is_cut_to_its_column_and_does_not_stop_the
         matter_category="类" * 500,
         case_id=None,
     )
-    await project(engine, codec, [event])
-    got = await row(engine, disputes, "ZY-LONG")
-    assert (len(got["list_entry_id"]), len(got["matter_category"]), got["status"]) == (128, 64, "listed")
+    fine = catalog_event("dispute.listed.v1", "ZY-FINE", source=SUPERVISOR, time_=at(1), case_id=None)
+    dead = ListDeadLetters()
+    await projector(engine, codec, dead=dead).process(records(codec, [long, fine]))
+    assert [(reason, detail.split(":")[0]) for _, reason, detail in dead.sent] == [
+        ("unstorable_text", "data.list_entry_id")
+    ]
+    assert (await row(engine, disputes, "ZY-FINE"))["status"] == "listed"
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).where(disputes.c.dispute_id == "ZY-LONG")) == 0
 
 
 async def test_batches_large_enough_for_copy_and_merge_give_the_same_rows(

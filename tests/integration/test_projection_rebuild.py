@@ -122,6 +122,8 @@ def archive(prefix: str) -> list[Envelope]:
             catalog_event(
                 "linkage.inspection_tasked.v1",
                 f"{prefix}-INS{i}",
+                # Tasking belongs to the market supervision office; the worker's gate refuses others.
+                source="shilou.market-supervision-office",
                 time_=at(10 + i * 24),
                 inspecting_unit=unit,
                 business_credit_code=f"91440113{prefix}0001",
@@ -132,7 +134,12 @@ def archive(prefix: str) -> list[Envelope]:
     for i in range(3):
         events.append(
             catalog_event(
-                "file_review.scored.v1", f"{prefix}-FR{i}", time_=at(6 + i), score=60 + 15 * i, passed=i > 0
+                "file_review.scored.v1",
+                f"{prefix}-FR{i}",
+                source="district.justice-bureau",
+                time_=at(6 + i),
+                score=60 + 15 * i,
+                passed=i > 0,
             )
         )
     return events
