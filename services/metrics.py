@@ -8,12 +8,34 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from connectors.framework import ConnectorMetrics
 
+# Why an authentication or authorization attempt was refused: a fixed set, so the label stays bounded
+# (docs/identity.md explains each).
+AUTH_REJECTION_REASONS = (
+    "missing",
+    "malformed",
+    "unknown_key",
+    "revoked",
+    "expired",
+    "bad_signature",
+    "token_expired",
+    "role_mismatch",
+    "forged_source",
+    "type_not_permitted",
+    "township_not_permitted",
+    "role_forbidden",
+    "unit_forbidden",
+    "needs_unit_key",
+    "rate_limited",
+    "csrf",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class GatewayMetrics:
     accepted: Counter
     rejected: Counter
     connector: ConnectorMetrics
+    auth_rejections: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> GatewayMetrics:
@@ -32,7 +54,20 @@ class GatewayMetrics:
             ),
             # The gateway is a connector too: the same read/published/rejected counters as the others.
             connector=ConnectorMetrics.create(registry),
+            auth_rejections=_auth_rejections(registry),
         )
+
+
+def _auth_rejections(registry: CollectorRegistry) -> Counter:
+    counter = Counter(
+        "liandong_auth_rejections",
+        "Refused authentication or authorization attempts, by reason",
+        ["reason"],
+        registry=registry,
+    )
+    for reason in AUTH_REJECTION_REASONS:
+        counter.labels(reason=reason)  # every reason exported from the start, at zero
+    return counter
 
 
 @dataclass(frozen=True, slots=True)

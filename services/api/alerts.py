@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Row, Select, and_, select, update
@@ -19,8 +19,8 @@ from events.catalog import topic_for
 from events.envelope import TYPE_PREFIX, Envelope
 from events.ids import uuid7
 from projections.schema import alert_recipients, alerts, clocks, deliveries
-from services.api.access import ScopeDep, ViewerDep
-from services.api.auth import authenticate, unauthenticated
+from services.api.access import ScopeDep, Viewer, ViewerDep, WriterDep
+from services.api.auth import record_rejection
 from services.api.context import ApiContext, Ctx
 from services.api.export import Column, Format, respond
 from services.api.figures import CLOCK_TOWNSHIP, CLOCKS_WITH_TOWNSHIP
@@ -31,7 +31,6 @@ from services.api.render import clock_json
 from services.api.render import iso as _iso
 
 router = APIRouter()
-Authorization = Annotated[str | None, Header()]
 
 
 def _alert_json(row: Row[Any]) -> dict[str, Any]:
@@ -50,14 +49,13 @@ def _inbox_query(unit: str) -> Select[Any]:
     )
 
 
-async def _inbox_unit(ctx: ApiContext, authorization: str | None, unit: str | None) -> str | Response:
-    """A unit reads its own inbox; the supervision section may read any unit's."""
-    caller = await authenticate(ctx, authorization)
-    if caller is None:
-        return unauthenticated()
+def _inbox_unit(ctx: ApiContext, request: Request, viewer: Viewer, unit: str | None) -> str | Response:
+    """A unit reads its own inbox; the supervision section (and the auditor) may read any unit's."""
+    caller = viewer.unit
     if unit is None or unit == caller:
         return caller
-    if ctx.directory.units[caller].kind != "supervision":
+    if not viewer.reads_all:
+        record_rejection(ctx, request.scope, "unit_forbidden", viewer.who)
         return problem(
             403,
             "forbidden",
@@ -113,8 +111,9 @@ def _named(ctx: ApiContext, alert: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/v1/inbox")
 async def inbox(
+    request: Request,
     ctx: Ctx,
-    authorization: Authorization = None,
+    viewer: ViewerDep,
     unit: Annotated[str | None, Query(description="Another unit's inbox (supervisors only)")] = None,
     level: Annotated[str | None, Query(description="yellow, red, escalated, re_escalated or risk")] = None,
     open: Annotated[bool | None, Query(description="true: not withdrawn")] = True,
@@ -123,7 +122,7 @@ async def inbox(
         Format, Query(description="json (newest first, up to limit), or csv / xlsx: every matching alert")
     ] = "json",
 ) -> Response:
-    who = await _inbox_unit(ctx, authorization, unit)
+    who = _inbox_unit(ctx, request, viewer, unit)
     if isinstance(who, Response):
         return who
     query = _inbox_query(who).order_by(alerts.c.raised_at.desc(), alerts.c.alert_id)
@@ -144,12 +143,12 @@ async def inbox(
 async def inbox_stream(
     request: Request,
     ctx: Ctx,
-    authorization: Authorization = None,
+    viewer: ViewerDep,
     unit: Annotated[str | None, Query()] = None,
     poll_ms: Annotated[int, Query(ge=100, le=10_000)] = 1000,
 ) -> Response:
     """Server-Sent Events: every alert for the unit, and every change to one, as it happens."""
-    who = await _inbox_unit(ctx, authorization, unit)
+    who = _inbox_unit(ctx, request, viewer, unit)
     if isinstance(who, Response):
         return who
 
@@ -191,11 +190,9 @@ async def _publish(ctx: ApiContext, event: Envelope) -> Response | None:
 
 @router.post("/v1/alerts/{alert_id}/acknowledge", status_code=202)
 async def acknowledge(
-    alert_id: str, body: Acknowledgement, ctx: Ctx, authorization: Authorization = None
+    alert_id: str, body: Acknowledgement, request: Request, ctx: Ctx, viewer: WriterDep
 ) -> Response:
-    caller = await authenticate(ctx, authorization)
-    if caller is None:
-        return unauthenticated()
+    caller = viewer.unit
     async with ctx.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -210,6 +207,7 @@ async def acknowledge(
     if row is None:
         return problem(404, "not_found", f"No alert {alert_id}", f"未找到预警 {alert_id}")
     if recipient is None:
+        record_rejection(ctx, request.scope, "unit_forbidden", viewer.who)
         return problem(
             403,
             "forbidden",
@@ -241,13 +239,12 @@ class SupervisionOrder(BaseModel):
 
 
 @router.post("/v1/supervision-orders", status_code=202)
-async def issue_order(order: SupervisionOrder, ctx: Ctx, authorization: Authorization = None) -> Response:
+async def issue_order(order: SupervisionOrder, request: Request, ctx: Ctx, viewer: WriterDep) -> Response:
     """A supervisor's command; validated here, it becomes a `supervision.order_issued` event."""
-    caller = await authenticate(ctx, authorization)
-    if caller is None:
-        return unauthenticated()
+    caller = viewer.unit
     unit = ctx.directory.units[caller]
     if not unit.may_publish(TYPE_PREFIX + "supervision.order_issued.v1"):
+        record_rejection(ctx, request.scope, "type_not_permitted", viewer.who)
         return problem(
             403,
             "type_not_permitted",
@@ -341,7 +338,7 @@ async def list_deliveries(
     its own; the supervision section sees every unit's."""
     d = deliveries.c
     query = select(deliveries).order_by(d.created_at.desc(), d.delivery_id).limit(limit)
-    if viewer.role != "district":
+    if not viewer.reads_all:
         query = query.where(d.unit_id == viewer.unit)
     if status is not None:
         query = query.where(d.status == status)
@@ -359,16 +356,14 @@ async def list_deliveries(
 
 
 @router.post("/v1/deliveries/{delivery_id}/retry", status_code=202)
-async def retry_delivery(delivery_id: str, ctx: Ctx, authorization: Authorization = None) -> Response:
-    caller = await authenticate(ctx, authorization)
-    if caller is None:
-        return unauthenticated()
+async def retry_delivery(delivery_id: str, request: Request, ctx: Ctx, viewer: WriterDep) -> Response:
     d = deliveries.c
     async with ctx.engine.begin() as conn:
         unit = await conn.scalar(select(d.unit_id).where(d.delivery_id == delivery_id))
         if unit is None:
             return problem(404, "not_found", f"No delivery {delivery_id}", f"未找到推送记录 {delivery_id}")
-        if unit != caller and ctx.directory.units[caller].kind != "supervision":
+        if unit != viewer.unit and viewer.role != "district":
+            record_rejection(ctx, request.scope, "unit_forbidden", viewer.who)
             return problem(
                 403, "forbidden", "Only the receiving unit or a supervisor may retry", "无权重试该推送"
             )

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from services.api.access import ViewerDep
 from services.api.context import Ctx
 from services.api.problems import problem
 from services.connectors_registry import (
@@ -40,7 +41,7 @@ async def metrics(ctx: Ctx) -> Response:
 
 
 @router.get("/v1/connectors")
-async def list_connectors(ctx: Ctx) -> dict[str, object]:
+async def list_connectors(ctx: Ctx, _viewer: ViewerDep) -> dict[str, object]:
     """Every connector with its configuration, and delivery health per outbound target."""
     return {
         "items": [as_json(c) for c in connectors(ctx.settings)],
