@@ -17,6 +17,9 @@ from typing import Any
 from events.envelope import TYPE_PREFIX
 
 SCHEMA_ROOT = Path(__file__).parent / "schemas"
+# The schema attribute that marks a field as a party's personal data, and the kinds it may name.
+PII_ATTRIBUTE = "liandong.pii"
+PII_KINDS = ("name", "id_number", "phone", "address")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,13 @@ class EventKind:
     def subject(self) -> str:
         """Registry subject: one per event type, independent of the topic."""
         return self.type
+
+    @property
+    def pii_fields(self) -> Mapping[str, str]:
+        """Fields of the latest revision that hold a party's personal data, by the kind the schema
+        gives them (`"liandong.pii": name | id_number | phone | address`); old revisions are read as
+        the latest, so its annotations cover every record."""
+        return {f["name"]: f[PII_ATTRIBUTE] for f in self.latest.get("fields", ()) if PII_ATTRIBUTE in f}
 
 
 class UnknownEventType(LookupError):

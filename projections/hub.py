@@ -10,6 +10,7 @@ from events.mechanisms import Mechanisms
 from projections.alert_store import AlertProjection
 from projections.analysis_store import AnalysisProjection
 from projections.anomaly_store import AnomalyProjection
+from projections.archive_store import ArchiveProjection
 from projections.case_store import CaseRegistryProjection
 from projections.clock_store import ClockProjection, ClockSettings
 from projections.clocks import Calendar
@@ -25,9 +26,12 @@ def hub_projections(
     clock_settings: ClockSettings,
     now: Callable[[], datetime] | None = None,
     webhook_targets: Mapping[str, Sequence[str]] | None = None,
+    master_key: bytes | None = None,
 ) -> list[Projection]:
     # Anomalies and clocks read what the case registry wrote earlier in the same transaction;
     # anomalies also read the matters (townships) and the analysis projection's inspections.
+    # The archive comes last: its head row serialises every batch of every worker, so it is locked
+    # only once everything else of the batch is written. `master_key` None: the one in hub_meta.
     return [
         CaseRegistryProjection(),
         MattersProjection(mechanisms),
@@ -36,4 +40,5 @@ def hub_projections(
         AnomalyProjection(mechanisms, now),
         ClockProjection(clock_rules, calendar, clock_settings, now),
         AlertProjection(webhook_targets),
+        ArchiveProjection(master_key=master_key, now=now),
     ]

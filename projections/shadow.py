@@ -78,8 +78,16 @@ class Chosen:
     tables: tuple[Table, ...]
 
 
+def rebuildable(projection: Projection) -> bool:
+    """False for what is a record rather than a projection (the archive): `all` leaves it out."""
+    return bool(getattr(projection, "rebuildable", True))
+
+
 def declared_tables(projection: Projection) -> tuple[Table, ...]:
     """The tables a projection writes and a rebuild may swap: its `tables` attribute (names)."""
+    if not rebuildable(projection):
+        why = getattr(projection, "why_not_rebuildable", "it declares itself not rebuildable")
+        raise NotRebuildable(f"projection {projection.name!r}: {why}")
     names = getattr(projection, "tables", None)
     if not names:
         raise NotRebuildable(
@@ -100,7 +108,7 @@ def choose(projections: Sequence[Projection], name: str) -> Chosen:
     NotRebuildable."""
     known = [p.name for p in projections]
     if name == ALL:
-        picked = list(projections)
+        picked = [p for p in projections if rebuildable(p)]
     else:
         picked = [p for p in projections if p.name == name]
         if not picked:
@@ -320,6 +328,10 @@ _REFUSED: Mapping[str, str] = {
     "event_history": "the event history is the projector's record of what it applied: it must stay "
     "in step with the live checkpoints",
     "projection_checkpoints": "checkpoints belong to the live projectors",
+    "archive": "the archive is the hash-chained record: a replay would rewrite the chain",
+    "archive_head": "the archive's head belongs to the chain it ends",
+    "party_keys": "parties' keys: a replay would bring back shredded parties under new keys",
+    "parties": "parties' data: a replay would bring back shredded parties",
 }
 
 

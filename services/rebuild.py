@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.kafka.incarnation import BrokerIncarnation
 from events.catalog import Catalog, topic_for
+from events.grants import Grants
 from events.mechanisms import Mechanisms
 from events.serde import EventCodec
 from projections.db import make_engine
@@ -170,9 +171,15 @@ def build_projector(
     """The worker's projector and projections, without webhook deliveries (history is not sent again)."""
     loop = ClosedLoop.load(settings)
     projections = hub_projections(
-        Mechanisms.load(), loop.rules, loop.calendar, loop.settings, time_source(settings.time_source)
+        Mechanisms.load(),
+        loop.rules,
+        loop.calendar,
+        loop.settings,
+        time_source(settings.time_source),
+        master_key=settings.master_key,
     )
-    return Projector(engine, consumer, codec, projections, LoggedDeadLetters(), incarnation)
+    gate = Grants(loop.directory, codec.catalog, hub_issued=True)  # as the worker's, so a rebuild equals it
+    return Projector(engine, consumer, codec, projections, LoggedDeadLetters(), incarnation, gate=gate)
 
 
 async def assign(

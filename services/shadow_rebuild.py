@@ -430,7 +430,7 @@ def run_list(settings: Settings) -> int:
         except shadow.NotRebuildable as exc:
             tables = f"不可重建 cannot be rebuilt: {exc}"
         print(f"{projection.name:<14} {tables}")
-    print(f"{shadow.ALL:<14} every projection above, swapped together")
+    print(f"{shadow.ALL:<14} every projection above that can be rebuilt, swapped together")
     return 0
 
 

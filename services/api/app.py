@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from connectors.http_gateway.ingest import Limits
-from connectors.kafka.publisher import KafkaPublisher
+from connectors.kafka.publisher import GATEWAY_ACK_TIMEOUT_S, KafkaPublisher
 from events.catalog import Catalog
 from events.directory import Directory
 from events.serde import EventCodec
@@ -18,6 +18,7 @@ from services.api import (
     access,
     alerts,
     analysis,
+    audit,
     breakdowns,
     cases,
     ingest,
@@ -52,6 +53,7 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
             codec=codec,
             publisher=KafkaPublisher(
                 bootstrap,
+                ack_timeout_s=GATEWAY_ACK_TIMEOUT_S,
                 partitions=settings.topic_partitions,
                 replication=settings.topic_replication,
             ),
@@ -91,5 +93,6 @@ def create_app(settings: Settings, bootstrap: str) -> FastAPI:
     app.include_router(tracking.router, tags=["registers"])
     app.include_router(live.router, tags=["live"])
     app.include_router(ops.router, tags=["ops"])
+    app.include_router(audit.router, tags=["audit"])
     app.include_router(dashboard.router)
     return app

@@ -16,6 +16,7 @@ from services.api.context import Ctx
 from services.api.export import Column, respond
 from services.api.listing import LIST_RESPONSES, PROBLEMS, Category, PageDep, PeriodDep, UnitDep, fetch
 from services.api.models import CaseDetail, CaseListing, ProblemModel
+from services.api.pii import entitled, subject_parties
 from services.api.problems import problem
 from services.api.render import clock_json, timeline
 from services.api.render import iso as _iso
@@ -98,6 +99,8 @@ async def get_case(
             .order_by(clocks.c.deadline)
         )
         body["clocks"] = [clock_json(row) for row in case_clocks]
+        clear = entitled(viewer, row.township, row.handling_unit)
+        body["parties"] = await subject_parties(conn, "case", case_id, ctx.settings.master_key, clear)
     return JSONResponse(body)
 
 

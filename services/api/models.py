@@ -47,8 +47,10 @@ class Me(BaseModel):
     name_zh: str
     name_en: str
     kind: str
-    role: str = Field(description="district, township or unit")
+    role: str = Field(description="district, township, unit, auditor or public")
     townships: list[str] = Field(description="Township codes the viewer may read")
+    person: str | None = Field(default=None, description="A token's person; null for an API key")
+    credential: str = Field(default="key", description="key or token (a session is a token)")
 
 
 class TownshipItem(BaseModel):
@@ -268,11 +270,35 @@ class CaseListing(Listing[CaseItem]):
     next_after: str | None = Field(default=None, description="Keyset cursor: pass as `after`")
 
 
+class PartyItem(BaseModel):
+    party_ref: str = Field(
+        description="A keyed reference to the person (no personal data); erased-… once erased"
+    )
+    kind: str | None = Field(
+        description="The party's role in the events: party, reporter, plaintiff, applicant…"
+    )
+    name: str | None
+    id_number: str | None
+    phone: str | None
+    address: str | None
+    masked: bool = Field(description="True when the viewer is not entitled to the values in clear")
+    erased: bool = Field(description="True when the party's key was shredded: the values are gone")
+
+
 class CaseDetail(CaseItem):
     events: list[dict[str, Any]] = Field(description="Full-process record (全过程记录), oldest first")
     clocks: list[dict[str, Any]]
     matters: list[dict[str, Any]]
     anomalies: list[dict[str, Any]]
+    parties: list[PartyItem] = Field(
+        description="Parties named by the case's events, masked unless the viewer is entitled (当事人)"
+    )
+
+
+class AuditHead(BaseModel):
+    seq: int = Field(description="Records in the archive's hash chain (the last one's seq)")
+    hash: str = Field(description="SHA-256 (hex) of the last record's link: anchor it to check later")
+    updated_at: str | None
 
 
 class MatterItem(BaseModel):
