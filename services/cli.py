@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from services import audit_cli, deadletter_cli, identity_cli
 from services.settings import Settings, SettingsError
 
 
@@ -90,22 +91,6 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
     store_id = asyncio.run(migrate(settings))
     print(f"store migrated to head (instance {store_id}) at {settings.redacted_database_url()}")
-    return 0
-
-
-def _cmd_keys_issue(settings: Settings, args: argparse.Namespace) -> int:
-    from services.store import issue
-
-    try:
-        key = asyncio.run(issue(settings, args.unit_id))
-    except LookupError:
-        print(f"未知单位 unknown unit: {args.unit_id} (see events/directory/units.json)", file=sys.stderr)
-        return 2
-    print(key)
-    print(
-        f"key for {args.unit_id}; it is shown once, only its hash is stored. 密钥只显示一次，请妥善保存。",
-        file=sys.stderr,
-    )
     return 0
 
 
@@ -219,10 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="run the HTTP API").set_defaults(run=_cmd_api)
     sub.add_parser("worker", help="run the stream worker").set_defaults(run=_cmd_worker)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(run=_cmd_migrate)
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
-    issue = keys.add_parser("issue", help="issue a key for a publishing unit")
-    issue.add_argument("unit_id")
-    issue.set_defaults(run=_cmd_keys_issue)
+    identity_cli.add_commands(sub)  # keys issue|list|rotate|revoke, tokens issue
     imp = sub.add_parser("import", help="import a CSV/XLSX case list (粤执法 export) as case.filed.v1 events")
     imp.add_argument("file")
     imp.add_argument("--source", required=True, metavar="UNIT", help="the publishing unit")
@@ -269,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     docs = catalog.add_parser("docs", help="render the catalog as Markdown (docs/events.md)")
     docs.add_argument("--write", metavar="PATH", help="write to PATH instead of standard output")
     docs.set_defaults(run=_cmd_catalog_docs)
+    audit_cli.add_commands(sub)  # audit verify|head, parties shred|erase
+    deadletter_cli.add_commands(sub)  # deadletter list|replay
     return parser
 
 

@@ -1,7 +1,12 @@
-"""POST /v1/events: authenticate the unit, validate, encode, publish, answer after acks=all."""
+"""POST /v1/events: authenticate the unit, validate, encode, publish, answer after acks=all.
+
+Publishing needs the unit's API key (a machine credential): a person's token or a browser session
+is refused with 403 `publishing_needs_unit_key`. Each request spends one from the unit's rate limit.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -16,13 +21,26 @@ from connectors.http_gateway.ingest import (
 )
 from connectors.kafka.publisher import BrokerUnavailable
 from events.catalog import topic_for
-from services.api.auth import authenticate, unauthenticated
+from services.api.access import VIA_COOKIE, spend
+from services.api.auth import (
+    Rejected,
+    auth_state,
+    identify,
+    needs_unit_key,
+    record_rejection,
+    unauthenticated,
+)
 from services.api.context import ApiContext, Ctx
+from services.api.listing import ProblemError
 from services.api.problems import problem
 from services.api.scope import out_of_scope
 
 router = APIRouter()
 GATEWAY = "http-gateway"
+# The gateway's refusals that are authorization failures, counted with the other auth rejections.
+AUTHORIZATION_REASONS = frozenset({"forged_source", "type_not_permitted", "township_not_permitted"})
+
+log = logging.getLogger(__name__)
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -47,10 +65,23 @@ async def ingest(
     authorization: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
 ) -> Response:
-    unit = await authenticate(ctx, authorization)
-    if unit is None:
+    state = auth_state(request.app)
+    try:
+        identity = await identify(ctx, state, authorization, via_cookie=bool(request.scope.get(VIA_COOKIE)))
+    except Rejected as exc:
         ctx.metrics.rejected.labels(type="unknown", reason="unauthenticated").inc()
-        return unauthenticated()
+        record_rejection(ctx, request.scope, exc.reason, exc.who)
+        return unauthenticated(exc.reason)
+    if identity.credential != "key":
+        ctx.metrics.rejected.labels(type="unknown", reason="publishing_needs_unit_key").inc()
+        record_rejection(ctx, request.scope, "needs_unit_key", identity.who)
+        return needs_unit_key()
+    try:
+        spend(ctx, state, request, identity)
+    except ProblemError as exc:
+        ctx.metrics.rejected.labels(type="unknown", reason="rate_limited").inc()
+        return exc.response
+    unit = identity.unit
     body = await _read_body(request, ctx.limits.max_body_bytes)
     try:
         if body is None:
@@ -66,6 +97,8 @@ async def ingest(
         )
     except IngestRejected as exc:
         ctx.metrics.rejected.labels(type=_label(ctx, exc.event_type), reason=exc.reason).inc()
+        if exc.reason in AUTHORIZATION_REASONS:
+            record_rejection(ctx, request.scope, exc.reason, identity.who)
         ctx.metrics.connector.count(GATEWAY, "rejected")
         return problem(exc.status, exc.reason, exc.title, exc.title_zh, exc.problems)
     scope = await out_of_scope(
@@ -73,20 +106,25 @@ async def ingest(
     )
     if scope:
         ctx.metrics.rejected.labels(type=events[0].type, reason="township_not_permitted").inc()
+        record_rejection(ctx, request.scope, "township_not_permitted", identity.who)
         title, title_zh = FORBIDDEN_TITLES["township_not_permitted"]
         return problem(403, "township_not_permitted", title, title_zh, scope)
     records = [(topic_for(kind_family(ctx, e.type), ctx.topic_prefix), ctx.codec.encode(e)) for e in events]
     try:
         await ctx.publisher.publish(records)
     except BrokerUnavailable as exc:
+        # The cause names the broker's address: for the operator's log, not for the publisher.
+        log.warning("publish failed, answering 503: %s", exc)
         for e in events:
             ctx.metrics.rejected.labels(type=e.type, reason="broker_unavailable").inc()
         return problem(
             503,
             "broker_unavailable",
-            "The event broker did not acknowledge; nothing was accepted",
-            "消息中间件未确认，事件未被接收，请稍后重试",
-            [FieldProblem("broker", str(exc)[:200])],
+            # Not "nothing was stored": the broker may still store what it was sent after the
+            # deadline. A resend with the same ids is safe, as duplicates count once.
+            "The event broker did not acknowledge in time; send the same events again later",
+            "消息中间件未及时确认，事件未被接收，请稍后以相同事件ID重新发送",
+            [FieldProblem("broker", "not acknowledged within the deadline")],
             headers={"Retry-After": "5"},
         )
     for e in events:

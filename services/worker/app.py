@@ -22,8 +22,10 @@ from connectors.kafka.topics import ensure_topics
 from connectors.webhook.sender import RetryPolicy, WebhookSender
 from events.catalog import Catalog, topic_for
 from events.directory import Directory
+from events.grants import Grants
 from events.mechanisms import Mechanisms
 from events.serde import EventCodec
+from projections.archive_store import ArchiveProjection
 from projections.db import make_engine
 from projections.hub import hub_projections
 from projections.migrate import instance_id
@@ -35,7 +37,8 @@ from services.settings import Settings
 from services.timesource import time_source
 from services.webhooks import Subscription, load_subscriptions, targets_by_unit
 from services.worker.anomalies import AnomalyLoop, KafkaAnomalySink
-from services.worker.batches import run_batch
+from services.worker.audit import ChainHeadMetrics
+from services.worker.batches import PoisonPolicy, run_batch
 from services.worker.closed_loop import ClosedLoop, KafkaAlertSink, ScanLoop
 from services.worker.dead_letters import KafkaDeadLetters
 from services.worker.deliveries import DeliveryLoop
@@ -143,7 +146,9 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
     )
     metrics = WorkerMetrics.create(registry)
     topic = app.topic(*plan.topics, key_type=bytes, value_type=bytes)
-    runtime = _WorkerRuntime(settings, plan, metrics, ConnectorMetrics.create(registry))
+    runtime = _WorkerRuntime(
+        settings, plan, metrics, ConnectorMetrics.create(registry), ChainHeadMetrics.create(registry)
+    )
 
     async def project(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
@@ -179,12 +184,19 @@ class _WorkerRuntime:
     faust's event loop, and shared by the projector agent and the timers."""
 
     def __init__(
-        self, settings: Settings, plan: WorkerPlan, metrics: WorkerMetrics, connectors: ConnectorMetrics
+        self,
+        settings: Settings,
+        plan: WorkerPlan,
+        metrics: WorkerMetrics,
+        connectors: ConnectorMetrics,
+        chain_head: ChainHeadMetrics,
     ) -> None:
         self._settings = settings
         self._plan = plan
         self._metrics = metrics
         self._connector_metrics = connectors
+        self._chain_head = chain_head
+        self._archive: ArchiveProjection | None = None
         self._projector: Projector | None = None
         self._scan: ScanLoop | None = None
         self._anomalies: AnomalyLoop | None = None
@@ -193,6 +205,7 @@ class _WorkerRuntime:
         self._now = time_source(settings.time_source)
         self._batches = 0
         self._lock = asyncio.Lock()
+        self._poison = PoisonPolicy()  # counts failures across batches (services/worker/batches.py)
 
     @property
     def db(self) -> AsyncEngine:
@@ -237,21 +250,25 @@ class _WorkerRuntime:
         dead_letters = KafkaDeadLetters(
             KafkaPublisher(self._plan.bootstrap, client_id="liandong-deadletters"), DEAD_LETTER_TOPIC
         )
+        projections = hub_projections(
+            mechanisms,
+            loop.rules,
+            loop.calendar,
+            loop.settings,
+            self._now,
+            targets_by_unit(self._plan.subscriptions),
+            master_key=self._settings.master_key,
+        )
+        self._archive = next((p for p in projections if isinstance(p, ArchiveProjection)), None)
         return Projector(
             engine=self.db,
             consumer=PROJECTION,
             codec=self._plan.codec,
-            projections=hub_projections(
-                mechanisms,
-                loop.rules,
-                loop.calendar,
-                loop.settings,
-                self._now,
-                targets_by_unit(self._plan.subscriptions),
-            ),
+            projections=projections,
             dead_letters=dead_letters,
             incarnation=self._plan.incarnation,
             after_commit=self._after_commit,
+            gate=Grants(loop.directory, self._plan.codec.catalog, hub_issued=True),
         )
 
     async def run(self, records: list[SourceRecord]) -> None:
@@ -262,6 +279,7 @@ class _WorkerRuntime:
                 self._projector,
                 records,
                 on_retry=self._metrics.batch_retries.labels(projection=PROJECTION).inc,
+                policy=self._poison,
             )
 
     async def _after_commit(self, result: BatchResult) -> None:
@@ -274,6 +292,7 @@ class _WorkerRuntime:
         if result.newest_timestamp_ms is not None:
             lag = max(0.0, time.time() - result.newest_timestamp_ms / 1000)
             self._metrics.lag_seconds.labels(projection=PROJECTION).set(lag)
+        await self._chain_head.after_commit(self._archive, bool(result.applied), self.db)
         self._batches += 1
         limit = self._settings.fault_exit_after_batches
         if limit and self._batches >= limit:

@@ -388,6 +388,7 @@ async def test_an_unreachable_broker_is_answered_503_and_nothing_is_accepted(
 
     problem = assert_problem(response, 503, "broker_unavailable")
     assert problem["errors"][0]["field"] == "broker"
+    assert "127.0.0.1" not in response.text, "the broker's address is for the operator's log only"
     assert response.headers["retry-after"] == "5"
     assert elapsed < 12, f"the 503 took {elapsed:.1f}s"
     assert sample(metrics, "liandong_events_rejected_total", type=FILED, reason="broker_unavailable") == 1
