@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.clock_rules import ClockRule, ClockRules
@@ -144,6 +144,7 @@ class ClockProjection:
 
     async def write(self, conn: AsyncConnection, events: Sequence[Positioned]) -> None:
         ordered = sorted((p.event for p in events), key=lambda e: e.time)
+        await self._late_townships(conn, ordered)
         # Each clock's changes, in time order: its id is computed once, and its state is folded
         # once per batch, however many of the batch's events concern it.
         changes: dict[str, list[tuple[ClockRule, str, Envelope, str]]] = {}
@@ -196,6 +197,23 @@ class ClockProjection:
                 for s in states.values()
                 if s.rule_id in self._rules.rules
             ],
+        )
+
+    @staticmethod
+    async def _late_townships(conn: AsyncConnection, ordered: Sequence[Envelope]) -> None:
+        """A case's clock started before its filing arrived names no township; fill it in now.
+
+        Without this the clock's township (who sees its alerts) would depend on arrival order, and
+        a rebuild, which meets the filing in the same batch, would differ from the live store.
+        """
+        named = {e.subject for e in ordered if e.area == "case" and isinstance(e.data.get("township"), str)}
+        if not named:
+            return
+        c = clocks_table.c
+        await conn.execute(
+            update(clocks_table)
+            .where(c.area == "case", any_of(conn, c.subject, named), c.township.is_(None))
+            .values(township=select(cases.c.township).where(cases.c.case_id == c.subject).scalar_subquery())
         )
 
     @staticmethod

@@ -284,3 +284,24 @@ async def test_the_case_page_shows_only_clocks_that_have_started(
     # 2027 has no official holiday data yet, so the deadline is provisional.
     assert case["clocks"][0]["deadline"] == "2027-02-01T15:59:59+00:00"
     assert case["clocks"][0]["provisional"] is True
+
+
+async def test_a_case_clock_started_before_its_filing_arrived_takes_the_township_of_the_late_filing(
+    engine: AsyncEngine, codec: EventCodec
+) -> None:
+    # Evidence preserved (the 7-day disposal clock starts) reaches the hub before the filing that
+    # names the township: live, the clock must end with the township a rebuild would give it.
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    preserved = catalog_event("case.evidence_preserved.v1", "SL-LATE-1", time_=t0 + timedelta(hours=1))
+    filed = catalog_event("case.filed.v1", "SL-LATE-1", time_=t0, township="shilou")
+    hub = projector(engine, codec)
+    await hub.process(records(codec, [preserved]))
+    await hub.process(records(codec, [filed], start=1))
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(clocks.c.rule_id, clocks.c.township).where(clocks.c.subject == "SL-LATE-1")
+            )
+        ).all()
+    started = {rule: township for rule, township in rows if rule != "case.filing_decision"}
+    assert started == {"case.evidence_disposal": "shilou", "case.decision": "shilou"}
