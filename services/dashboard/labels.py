@@ -40,6 +40,8 @@ ROLES: dict[str, tuple[str, str]] = {
     "district": ("区级督办", "District"),
     "township": ("镇街", "Township"),
     "unit": ("单位", "Unit"),
+    "auditor": ("审计", "Auditor"),
+    "public": ("公众", "Public"),
 }
 
 

@@ -69,7 +69,8 @@ export default async function overview(route, app) {
     overview: () => api.get("/v1/analysis/overview", range),
     trend: () => api.get("/v1/analysis/trend", { ...range, period }),
   });
-  const district = app.me.role === "district";
+  // The auditor reads the whole district too, without writing.
+  const district = app.me.role === "district" || app.me.role === "auditor";
   const title = district ? heading(1, "区级总览", "District overview") : heading(1, "辖区概览", "Overview");
   const filters = filterBar(
     [
