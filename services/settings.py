@@ -60,6 +60,9 @@ class Settings:
     rate_limit_per_min: int = 3000
     rate_limit_burst: int = 600
     pii_retention_days: int = 3650
+    # Where the worker's /metrics listens: loopback by default; 0.0.0.0 in a container, so that
+    # Prometheus in another container or pod can scrape it.
+    worker_web_host: str = "127.0.0.1"
 
     @property
     def embedded_broker(self) -> bool:
@@ -117,6 +120,7 @@ class Settings:
             rate_limit_per_min=_int(env, "LIANDONG_RATE_LIMIT_PER_MIN", 3000, 1, 10_000_000),
             rate_limit_burst=_int(env, "LIANDONG_RATE_LIMIT_BURST", 600, 1, 10_000_000),
             pii_retention_days=_int(env, "LIANDONG_PII_RETENTION_DAYS", 3650, 1, 36_500),
+            worker_web_host=env.get("LIANDONG_WORKER_WEB_HOST", "127.0.0.1"),
         )
 
 

@@ -140,9 +140,9 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=False,
         web_enabled=True,
-        web_host="127.0.0.1",
+        web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_host,
     )
     metrics = WorkerMetrics.create(registry)
     topic = app.topic(*plan.topics, key_type=bytes, value_type=bytes)

@@ -66,6 +66,11 @@ def test_the_api_listens_on_localhost_8080_by_default() -> None:
     assert (s.api_host, s.api_port) == ("127.0.0.1", 8080)
 
 
+def test_the_workers_metrics_listen_on_loopback_unless_a_container_asks_for_every_address() -> None:
+    assert settings().worker_web_host == "127.0.0.1"
+    assert settings(LIANDONG_WORKER_WEB_HOST="0.0.0.0").worker_web_host == "0.0.0.0"
+
+
 @pytest.mark.parametrize("env", [{}, {"LIANDONG_KAFKA_BOOTSTRAP": ""}], ids=["unset", "empty"])
 def test_the_broker_is_embedded_when_no_bootstrap_is_given(env: dict[str, str]) -> None:
     s = Settings.from_env(env)
