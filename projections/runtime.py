@@ -45,6 +45,17 @@ class SourceRecord:
     headers: Headers
 
 
+def correlation(record: SourceRecord) -> dict[str, str]:
+    """The log fields `event_id`, `subject` and `unit` (the claimed source) from a record's CloudEvents
+    headers, as far as it has them: also for a record that does not decode."""
+    fields = {}
+    for header, name in (("ce_id", "event_id"), ("ce_subject", "subject"), ("ce_source", "unit")):
+        value = next((v for k, v in record.headers if k == header), None)
+        if value:
+            fields[name] = value[:200].decode("utf-8", "replace")
+    return fields
+
+
 @dataclass(frozen=True, slots=True)
 class Positioned:
     """A decoded event with the position it was read from."""
@@ -182,6 +193,15 @@ class Projector:
 
     async def _dead_letter(self, result: BatchResult, record: SourceRecord, reason: str, detail: str) -> None:
         await self._dead_letters.send(record, reason, detail)
+        # The reason only: a detail can quote the record's data (docs/logging.md).
+        log.warning(
+            "record %s[%d]@%d dead-lettered: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            extra=correlation(record),
+        )
         result.dead_lettered[reason] = result.dead_lettered.get(reason, 0) + 1
 
     async def set_aside(self, record: SourceRecord, reason: str, detail: str) -> BatchResult:

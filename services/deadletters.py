@@ -29,6 +29,7 @@ event history keeps each event id once, so the projections do not change.
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -300,3 +301,86 @@ def summary_lines(outcome: ReplayOutcome) -> Sequence[str]:
     if outcome.dry_run:
         lines.append("试运行，未发送，游标未移动 dry run: nothing sent, no cursor moved")
     return lines
+
+
+class DeadLetterDepth:
+    """How many dead letters wait for a replay, by reason: those at or above their reason's cursor.
+
+    Reading the whole topic on every measurement would cost more as dead letters pile up, which is
+    exactly when the gauge matters; so one consumer without a group stays assigned to the topic and
+    reads only what is new, keeping the (reason, partition, offset) of each letter (their payloads
+    are dropped). The cursors are read each time: `liandong deadletters replay` moves them from
+    another process."""
+
+    def __init__(self, bootstrap: str, topic: str = DEAD_LETTER_TOPIC, max_rounds: int = 50) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._max_rounds = max_rounds
+        self._consumer: AIOKafkaConsumer | None = None
+        self._groups: dict[str, AIOKafkaConsumer] = {}
+        self._offsets: dict[tuple[str, int], list[int]] = {}
+
+    async def measure(self) -> dict[str, int]:
+        try:
+            await self._read_new()
+            depth: dict[str, int] = {}
+            for reason in sorted({reason for reason, _ in self._offsets}):
+                cursors = await self._cursors(reason)
+                depth[reason] = sum(
+                    len(offsets) - bisect.bisect_left(offsets, cursors.get(partition, 0))
+                    for (r, partition), offsets in self._offsets.items()
+                    if r == reason
+                )
+            return depth
+        except BaseException:
+            await self.close()  # start again from the beginning next time, with fresh clients
+            raise
+
+    async def _read_new(self) -> None:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                client_id="liandong-deadletter-depth",
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            self._consumer = consumer
+            self._offsets = {}
+        consumer = self._consumer
+        partitions = consumer.partitions_for_topic(self._topic)
+        if not partitions:
+            await consumer.topics()  # refresh the metadata: the topic may exist by the next time
+            return
+        wanted = {TopicPartition(self._topic, p) for p in partitions}
+        if consumer.assignment() != wanted:
+            consumer.assign(sorted(wanted))
+            await consumer.seek_to_beginning(*wanted)
+            self._offsets = {}
+        for _ in range(self._max_rounds):
+            fetched = await consumer.getmany(timeout_ms=100, max_records=10_000)
+            for messages in fetched.values():
+                for message in messages:
+                    letter = DeadLetter.of(message)
+                    self._offsets.setdefault((letter.reason, letter.partition), []).append(letter.offset)
+            if not fetched:
+                return
+
+    async def _cursors(self, reason: str) -> dict[int, int]:
+        # A group consumer per reason, kept (reasons are few): it joins nothing, it only asks for
+        # the group's committed offsets. (The admin client's OffsetFetch does not decode against
+        # Tansu; the consumer's does, as `read_cursors` relies on.)
+        consumer = self._groups.get(reason)
+        if consumer is None:
+            consumer = _group_consumer(self._bootstrap, reason)
+            await consumer.start()
+            self._groups[reason] = consumer
+        partitions = {p for r, p in self._offsets if r == reason}
+        return {p: int(await consumer.committed(TopicPartition(self._topic, p)) or 0) for p in partitions}
+
+    async def close(self) -> None:
+        consumers = [c for c in (self._consumer, *self._groups.values()) if c is not None]
+        self._consumer, self._groups = None, {}
+        for consumer in consumers:
+            await consumer.stop()

@@ -48,6 +48,8 @@ from projections.hub import hub_projections
 from projections.migrate import upgrade
 from projections.runtime import Projector, SourceRecord
 from projections.schema import projection_checkpoints
+from services import logs
+from services.rebuilding import mark_rebuilding
 from services.registry import make_registry
 from services.settings import Settings, SettingsError
 from services.timesource import time_source
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONSUMER = "hub"  # the worker's projection name: a worker can take over a rebuilt database
 DEFAULT_BATCH = 5_000
+REBUILD_MARKER = "all"  # `liandong rebuild` replays every projection
 PROGRESS_EVERY_S = 10.0
 # What the consumer may hold in fetched, not yet returned records: enough to keep a batch ready.
 FETCH_MAX_BYTES = 16 * 1024 * 1024
@@ -133,15 +136,17 @@ async def rebuild(
     source = open_source(bootstrap)
     try:
         await upgrade(engine)
-        catalog = Catalog.load()
-        codec = EventCodec(catalog, make_registry(settings))
-        await codec.prepare()
-        incarnation = BrokerIncarnation(bootstrap)
-        await incarnation.refresh()
-        projector = build_projector(settings, engine, consumer, codec, incarnation)
-        await source.start()
-        partitions = await assign(source, engine, consumer, incarnation.current, catalog_topics(catalog))
-        return await _replay(source, projector, partitions, batch, progress, progress_every)
+        # Readiness (/readyz) of the processes on this store is false while it is marked.
+        async with mark_rebuilding(engine, REBUILD_MARKER):
+            catalog = Catalog.load()
+            codec = EventCodec(catalog, make_registry(settings))
+            await codec.prepare()
+            incarnation = BrokerIncarnation(bootstrap)
+            await incarnation.refresh()
+            projector = build_projector(settings, engine, consumer, codec, incarnation)
+            await source.start()
+            partitions = await assign(source, engine, consumer, incarnation.current, catalog_topics(catalog))
+            return await _replay(source, projector, partitions, batch, progress, progress_every)
     finally:
         await source.stop()
         await engine.dispose()
@@ -438,10 +443,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"配置错误 configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+    logs.configure(
+        "rebuild",
+        settings.log_level,
+        settings.log_format,
+        secrets=(settings.token_secret, settings.master_key),
+        dsns=(settings.database_url,),
     )
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     return run(settings, args)
 
 

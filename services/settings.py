@@ -49,7 +49,7 @@ class Settings:
     webhooks_file: Path | None
     outbox_dsn: str | None
     outbox_table: str
-    connector_metrics_port: int
+    relay_web_port: int
     import_max_bytes: int
     import_max_rows: int
     # Secrets: never in repr, so never in a log line that prints the settings. None: the hub
@@ -63,6 +63,14 @@ class Settings:
     # Where the worker's /metrics listens: loopback by default; 0.0.0.0 in a container, so that
     # Prometheus in another container or pod can scrape it.
     worker_web_host: str = "127.0.0.1"
+    # The outbox relay's /metrics, /healthz and /readyz (LIANDONG_CONNECTOR_METRICS_PORT is the
+    # earlier name of the port, still read when the new one is not set).
+    relay_web_host: str = "127.0.0.1"
+    # How often the worker measures its gauges (clocks, consumer lag, dead-letter depth) and probes
+    # its dependencies.
+    metrics_interval_s: float = 10.0
+    # LIANDONG_LOG_FORMAT: "json" (one object per line, docs/logging.md) or "text" for a terminal.
+    log_format: str = "json"
 
     @property
     def embedded_broker(self) -> bool:
@@ -87,6 +95,9 @@ class Settings:
         log_level = env.get("LIANDONG_LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("LIANDONG_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        log_format = env.get("LIANDONG_LOG_FORMAT", "json").lower()
+        if log_format not in ("json", "text"):
+            raise SettingsError("LIANDONG_LOG_FORMAT must be json or text")
         return cls(
             data_dir=data_dir,
             database_url=database_url,
@@ -103,6 +114,7 @@ class Settings:
             batch_within_s=_int(env, "LIANDONG_BATCH_WITHIN_MS", 200, 1, 60_000) / 1000,
             broker_session_timeout_s=_int(env, "LIANDONG_BROKER_SESSION_TIMEOUT_S", 10, 6, 300),
             log_level=log_level,
+            log_format=log_format,
             fault_exit_after_batches=_int(env, "LIANDONG_FAULT_EXIT_AFTER_BATCHES", 0, 0, 1_000_000),
             clock_scan_interval_s=_int(env, "LIANDONG_CLOCK_SCAN_INTERVAL_MS", 5000, 50, 3_600_000) / 1000,
             alert_grace_s=_int(env, "LIANDONG_ALERT_GRACE_S", 60, 0, 86_400),
@@ -112,7 +124,13 @@ class Settings:
             webhooks_file=_path(env, "LIANDONG_WEBHOOKS_FILE"),
             outbox_dsn=env.get("LIANDONG_OUTBOX_DSN") or None,
             outbox_table=env.get("LIANDONG_OUTBOX_TABLE", "liandong_outbox"),
-            connector_metrics_port=_int(env, "LIANDONG_CONNECTOR_METRICS_PORT", 6067, 1, 65535),
+            relay_web_port=_int(
+                env,
+                "LIANDONG_RELAY_WEB_PORT",
+                _int(env, "LIANDONG_CONNECTOR_METRICS_PORT", 6067, 1, 65535),
+                1,
+                65535,
+            ),
             import_max_bytes=_int(env, "LIANDONG_IMPORT_MAX_BYTES", 20 * 1024 * 1024, 1024, 2**31),
             import_max_rows=_int(env, "LIANDONG_IMPORT_MAX_ROWS", 100_000, 1, 10_000_000),
             token_secret=_secret(env, "LIANDONG_TOKEN_SECRET"),
@@ -121,6 +139,8 @@ class Settings:
             rate_limit_burst=_int(env, "LIANDONG_RATE_LIMIT_BURST", 600, 1, 10_000_000),
             pii_retention_days=_int(env, "LIANDONG_PII_RETENTION_DAYS", 3650, 1, 36_500),
             worker_web_host=env.get("LIANDONG_WORKER_WEB_HOST", "127.0.0.1"),
+            relay_web_host=env.get("LIANDONG_RELAY_WEB_HOST", "127.0.0.1"),
+            metrics_interval_s=_int(env, "LIANDONG_METRICS_INTERVAL_MS", 10_000, 100, 3_600_000) / 1000,
         )
 
 

@@ -53,6 +53,7 @@ from services.rebuild import (
     open_source,
     replay_to,
 )
+from services.rebuilding import mark_rebuilding
 from services.registry import make_registry
 from services.settings import Settings, SettingsError
 from services.worker.closed_loop import ClosedLoop
@@ -323,7 +324,8 @@ async def rebuild_projection(
     source = open_source(bootstrap)
     try:
         await upgrade(live)
-        async with store.exclusive(live):
+        # Marked for the whole run: readiness (/readyz) is false meanwhile (services/rebuilding.py).
+        async with store.exclusive(live), mark_rebuilding(live, name):
             try:
                 await store.create(live)
                 catalog = Catalog.load()

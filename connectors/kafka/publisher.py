@@ -50,6 +50,10 @@ class KafkaPublisher:
         self._lock = asyncio.Lock()
         self._stopping: set[asyncio.Task[None]] = set()
 
+    @property
+    def bootstrap(self) -> str:
+        return self._bootstrap
+
     async def _ensure(self, deadline: float) -> AIOKafkaProducer:
         """The producer, started if need be, by the deadline. Waiting for the lock counts too: while
         one caller starts a producer against a silent broker, the others must not queue past their

@@ -218,6 +218,12 @@ class OutboxRelay:
             )
 
         await with_retries(send, on_retry=self._retried)
+        log.warning(
+            "outbox %s: row %s rejected as a dead letter: invalid_event",
+            self._table,
+            row.record_id,
+            extra={"subject": row.subject, "unit": row.unit},
+        )
         self.health.record("rejected")
         self.health.record("dead_lettered")
 

@@ -142,8 +142,11 @@ async def _token_identity(ctx: ApiContext, state: AuthState, token: str) -> Iden
     )
 
 
-def record_rejection(ctx: ApiContext, scope: Mapping[str, Any], reason: str, who: str | None = None) -> None:
-    """Count a refusal and log it once: reason, key id or jti/sub, path, client; never the secret."""
+def record_rejection(
+    ctx: ApiContext, scope: Mapping[str, Any], reason: str, who: str | None = None, unit: str | None = None
+) -> None:
+    """Count a refusal and log it once: reason, key id or jti/sub, path, client; never the secret.
+    `unit`: the authenticated unit, when known, as the line's correlation field."""
     ctx.metrics.auth_rejections.labels(reason=reason).inc()
     client = scope.get("client")
     address = f"{client[0]}:{client[1]}" if client else "-"
@@ -154,6 +157,7 @@ def record_rejection(ctx: ApiContext, scope: Mapping[str, Any], reason: str, who
         scope.get("method", "-"),
         _safe(str(scope.get("path", "-"))),
         address,
+        extra={"unit": unit} if unit else None,
     )
 
 

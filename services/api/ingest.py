@@ -7,6 +7,7 @@ is refused with 403 `publishing_needs_unit_key`. Each request spends one from th
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -65,6 +66,7 @@ async def ingest(
     authorization: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
 ) -> Response:
+    received = time.monotonic()
     state = auth_state(request.app)
     try:
         identity = await identify(ctx, state, authorization, via_cookie=bool(request.scope.get(VIA_COOKIE)))
@@ -74,7 +76,7 @@ async def ingest(
         return unauthenticated(exc.reason)
     if identity.credential != "key":
         ctx.metrics.rejected.labels(type="unknown", reason="publishing_needs_unit_key").inc()
-        record_rejection(ctx, request.scope, "needs_unit_key", identity.who)
+        record_rejection(ctx, request.scope, "needs_unit_key", identity.who, unit=identity.unit)
         return needs_unit_key()
     try:
         spend(ctx, state, request, identity)
@@ -98,7 +100,9 @@ async def ingest(
     except IngestRejected as exc:
         ctx.metrics.rejected.labels(type=_label(ctx, exc.event_type), reason=exc.reason).inc()
         if exc.reason in AUTHORIZATION_REASONS:
-            record_rejection(ctx, request.scope, exc.reason, identity.who)
+            record_rejection(ctx, request.scope, exc.reason, identity.who, unit=unit)
+        else:
+            log.info("gateway refused the request: %d %s", exc.status, exc.reason, extra={"unit": unit})
         ctx.metrics.connector.count(GATEWAY, "rejected")
         return problem(exc.status, exc.reason, exc.title, exc.title_zh, exc.problems)
     scope = await out_of_scope(
@@ -106,7 +110,7 @@ async def ingest(
     )
     if scope:
         ctx.metrics.rejected.labels(type=events[0].type, reason="township_not_permitted").inc()
-        record_rejection(ctx, request.scope, "township_not_permitted", identity.who)
+        record_rejection(ctx, request.scope, "township_not_permitted", identity.who, unit=unit)
         title, title_zh = FORBIDDEN_TITLES["township_not_permitted"]
         return problem(403, "township_not_permitted", title, title_zh, scope)
     records = [(topic_for(kind_family(ctx, e.type), ctx.topic_prefix), ctx.codec.encode(e)) for e in events]
@@ -114,7 +118,7 @@ async def ingest(
         await ctx.publisher.publish(records)
     except BrokerUnavailable as exc:
         # The cause names the broker's address: for the operator's log, not for the publisher.
-        log.warning("publish failed, answering 503: %s", exc)
+        log.warning("publish failed, answering 503: %s", exc, extra={"unit": unit})
         for e in events:
             ctx.metrics.rejected.labels(type=e.type, reason="broker_unavailable").inc()
         return problem(
@@ -127,8 +131,13 @@ async def ingest(
             [FieldProblem("broker", "not acknowledged within the deadline")],
             headers={"Retry-After": "5"},
         )
+    # Receipt to acknowledgement: authentication, validation, encoding and the acks=all round trip,
+    # the wait a publisher sees before its 202.
+    ctx.metrics.publish_latency.labels(connector=GATEWAY).observe(time.monotonic() - received)
+    ctx.metrics.last_success.labels(connector=GATEWAY).set_to_current_time()
     for e in events:
         ctx.metrics.accepted.labels(type=e.type).inc()
+        log.debug("accepted %s", e.type, extra={"event_id": e.id, "subject": e.subject, "unit": e.source})
     ctx.metrics.connector.count(GATEWAY, "read", len(events))
     ctx.metrics.connector.count(GATEWAY, "published", len(events))
     return Response(content=f'{{"accepted": {len(events)}}}', status_code=202, media_type="application/json")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from services.api.access import ViewerDep
-from services.api.context import Ctx
-from services.api.problems import problem
+from services.api.context import ApiContext, Ctx
+from services.api.problems import PROBLEM_JSON
 from services.connectors_registry import (
     as_json,
     connectors,
@@ -16,8 +16,21 @@ from services.connectors_registry import (
     outbox_health,
     recent_runs,
 )
+from services.health import Health, dependency_names, problem_body, store_probes
+from services.metrics import HealthMetrics
 
 router = APIRouter()
+
+
+def _health(request: Request, ctx: ApiContext) -> Health:
+    """Built on first use, inside the app's loop, with its gauges in the app's registry."""
+    health: Health | None = getattr(request.app.state, "health", None)
+    if health is None:
+        url = ctx.settings.schema_registry_url
+        metrics = HealthMetrics.create(ctx.registry, dependency_names(ctx.settings.database_url, url))
+        health = Health(store_probes(ctx.engine, ctx.publisher.bootstrap, url, metrics), metrics)
+        request.app.state.health = health
+    return health
 
 
 @router.get("/healthz")
@@ -26,17 +39,18 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=None)
-async def readyz(ctx: Ctx) -> Response | dict[str, str]:
-    try:
-        async with ctx.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure means "not ready"; the reason is reported, not hidden
-        return problem(503, "not_ready", f"Database unreachable: {type(exc).__name__}", "数据库不可用")
-    return {"status": "ready"}
+async def readyz(request: Request, ctx: Ctx) -> Response | dict[str, object]:
+    readiness = await _health(request, ctx).readiness()
+    if not readiness.ready:
+        return JSONResponse(dict(problem_body(readiness)), status_code=503, media_type=PROBLEM_JSON)
+    return readiness.body()
 
 
 @router.get("/metrics")
-async def metrics(ctx: Ctx) -> Response:
+async def metrics(request: Request, ctx: Ctx) -> Response:
+    # The API has no timer of its own: the dependency gauges are refreshed when Prometheus scrapes
+    # (cached, so a busy scraper costs one probe run per second at most).
+    await _health(request, ctx).readiness()
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
 
 

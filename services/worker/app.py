@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from connectors.kafka.topics import ensure_topics
 from connectors.webhook.sender import RetryPolicy, WebhookSender
 from events.catalog import Catalog, topic_for
 from events.directory import Directory
-from events.grants import Grants
+from events.grants import HUB_SOURCE, Grants
 from events.mechanisms import Mechanisms
 from events.serde import EventCodec
 from projections.archive_store import ArchiveProjection
@@ -30,8 +31,10 @@ from projections.db import make_engine
 from projections.hub import hub_projections
 from projections.migrate import instance_id
 from projections.runtime import BatchResult, Projector, SourceRecord
+from services.deadletters import DeadLetterDepth
 from services.directory_sync import COMPACTED, sync_directory
-from services.metrics import WorkerMetrics
+from services.health import Health, dependency_names, problem_body, store_probes
+from services.metrics import HealthMetrics, WorkerMetrics
 from services.registry import make_registry
 from services.settings import Settings
 from services.timesource import time_source
@@ -39,9 +42,10 @@ from services.webhooks import Subscription, load_subscriptions, targets_by_unit
 from services.worker.anomalies import AnomalyLoop, KafkaAnomalySink
 from services.worker.audit import ChainHeadMetrics
 from services.worker.batches import PoisonPolicy, run_batch
-from services.worker.closed_loop import ClosedLoop, KafkaAlertSink, ScanLoop
+from services.worker.closed_loop import ClosedLoop, ScanLoop
 from services.worker.dead_letters import KafkaDeadLetters
 from services.worker.deliveries import DeliveryLoop
+from services.worker.ops import IngestCounter, MeasuredAlertSink, OpsGauges
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +149,25 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
         web_bind=settings.worker_web_host,
     )
     metrics = WorkerMetrics.create(registry)
+    for counter in (metrics.redelivered, metrics.batch_retries):
+        counter.labels(projection=PROJECTION)  # exported from the start, at zero
     topic = app.topic(*plan.topics, key_type=bytes, value_type=bytes)
     runtime = _WorkerRuntime(
         settings, plan, metrics, ConnectorMetrics.create(registry), ChainHeadMetrics.create(registry)
     )
+    health_metrics = HealthMetrics.create(
+        registry, dependency_names(settings.database_url, settings.schema_registry_url)
+    )
+
+    def highwaters() -> dict[tuple[str, int], int | None]:
+        """The log end offset of each partition this worker holds, from the consumer's last fetch
+        (Tansu's ListOffsets only answers a lower bound; see services/rebuild.py)."""
+        consumer = app.consumer
+        return {
+            (tp.topic, tp.partition): consumer.highwater(tp)
+            for tp in consumer.assignment()
+            if tp.topic in plan.topics
+        }
 
     async def project(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
@@ -170,6 +189,29 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
         await runtime.deliver()
 
     app.timer(interval=settings.clock_scan_interval_s, name="webhook-deliveries")(deliver_webhooks)
+
+    async def measure() -> None:
+        await runtime.measure(highwaters, health_metrics)
+
+    app.timer(interval=settings.metrics_interval_s, name="ops-metrics")(measure)
+
+    async def healthz(view: Any, request: Any) -> Any:
+        return view.json({"status": "ok"})
+
+    async def readyz(view: Any, request: Any) -> Any:
+        readiness = await runtime.health(health_metrics).readiness()
+        if readiness.ready:
+            return view.json(readiness.body())
+        body = json.dumps(problem_body(readiness), ensure_ascii=False).encode()
+        return view.bytes(body, status=503, headers={"Content-Type": "application/problem+json"})
+
+    app.page("/healthz")(healthz)
+    app.page("/readyz")(readyz)
+
+    async def close_ops(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        await runtime.close_ops()
+
+    app.on_before_shutdown.connect(close_ops, weak=False)  # a closure: a weak reference would vanish
 
     async def metrics_page(view: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type=, so the full header goes in headers.
@@ -206,6 +248,12 @@ class _WorkerRuntime:
         self._batches = 0
         self._lock = asyncio.Lock()
         self._poison = PoisonPolicy()  # counts failures across batches (services/worker/batches.py)
+        loop = plan.closed_loop
+        self._ingested = IngestCounter(
+            metrics, {*loop.directory.units, HUB_SOURCE}, frozenset(plan.codec.catalog.kinds)
+        )
+        self._health: Health | None = None
+        self._ops: OpsGauges | None = None
 
     @property
     def db(self) -> AsyncEngine:
@@ -216,7 +264,7 @@ class _WorkerRuntime:
     async def scan(self) -> None:
         if self._scan is None:
             publisher = KafkaPublisher(self._plan.bootstrap, client_id="liandong-alerts")
-            sink = KafkaAlertSink(publisher, self._plan.codec)
+            sink = MeasuredAlertSink(publisher, self._plan.codec, self._metrics, self._now)
             self._scan = ScanLoop(self._plan.closed_loop, self.db, sink, self._now)
         await self._scan.tick()
 
@@ -238,11 +286,41 @@ class _WorkerRuntime:
                 RetryPolicy(),
                 self._now,
                 metrics=self._connector_metrics,
+                failed=self._metrics.deliveries_failed,
+                last_success=self._metrics.last_success,
             )
         try:
             await self._deliveries.tick()
         except Exception as exc:  # the deliveries stay pending; the next tick retries
             log.error("webhook delivery tick failed: %r", exc, exc_info=exc)
+
+    def health(self, metrics: HealthMetrics) -> Health:
+        if self._health is None:
+            probes = store_probes(self.db, self._plan.bootstrap, self._settings.schema_registry_url, metrics)
+            self._health = Health(probes, metrics)
+        return self._health
+
+    async def measure(
+        self, highwaters: Callable[[], dict[tuple[str, int], int | None]], health: HealthMetrics
+    ) -> None:
+        """The ops timer: dependency probes (for liandong_dependency_up), then the measured gauges."""
+        await self.health(health).readiness()
+        if self._ops is None:
+            self._ops = OpsGauges(
+                self.db,
+                self._metrics,
+                self._plan.group_id,
+                PROJECTION,
+                self._plan.closed_loop.rules.rules,
+                highwaters,
+                DeadLetterDepth(self._plan.bootstrap, DEAD_LETTER_TOPIC),
+                self._now,
+            )
+        await self._ops.tick()
+
+    async def close_ops(self) -> None:
+        if self._ops is not None:
+            await self._ops.close()
 
     def _build(self) -> Projector:
         mechanisms = Mechanisms.load()
@@ -281,6 +359,7 @@ class _WorkerRuntime:
                 on_retry=self._metrics.batch_retries.labels(projection=PROJECTION).inc,
                 policy=self._poison,
             )
+            self._ingested.count((r.topic, r.partition, r.offset, r.headers) for r in records)
 
     async def _after_commit(self, result: BatchResult) -> None:
         for event_type, count in result.applied.items():

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from connectors.kafka.publisher import BrokerUnavailable
-from projections.runtime import BatchResult, Projector, SourceRecord
+from projections.runtime import BatchResult, Projector, SourceRecord, correlation
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ async def _set_aside(
         record.partition,
         record.offset,
         describe(exc),
+        extra=correlation(record),
     )
     delay = FIRST_DELAY_S
     while True:
@@ -246,6 +247,7 @@ def _die(record: SourceRecord, exc: BaseException, limit: int) -> None:
         record.offset,
         describe(exc),
         exc_info=trace,
+        extra=correlation(record),
     )
     logging.shutdown()
     os._exit(EXIT_UNRECOVERABLE)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +39,8 @@ class DeliveryLoop:
         batch: int = 50,
         mailer: EmailSender | None = None,
         metrics: ConnectorMetrics | None = None,
+        failed: Counter | None = None,
+        last_success: Gauge | None = None,
     ) -> None:
         self._engine = engine
         self._subscriptions = subscriptions
@@ -47,6 +50,8 @@ class DeliveryLoop:
         self._batch = batch
         self._mailer = mailer or EmailSender()
         self._metrics = metrics
+        self._failed = failed  # liandong_deliveries_failed_total{channel}: every failed attempt
+        self._last_success = last_success
 
     async def tick(self) -> int:
         now = self._now()
@@ -102,6 +107,8 @@ class DeliveryLoop:
         self._count(connector, "read")
         if result.outcome is Outcome.DELIVERED:
             self._count(connector, "published")
+            if self._last_success is not None:
+                self._last_success.labels(connector=connector).set_to_current_time()
             await self._record(delivery_id, "delivered", attempts, None, None, delivered_at=now)
             return
         delay = (
@@ -110,6 +117,8 @@ class DeliveryLoop:
             else self._policy.next_delay(attempts, result.retry_after_s)
         )
         error = f"{result.reason}: {result.detail}"[:1000]
+        if self._failed is not None:
+            self._failed.labels(channel=connector).inc()
         self._count(connector, "rejected" if delay is None else "retried")
         if delay is None:
             log.warning(

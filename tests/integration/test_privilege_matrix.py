@@ -134,7 +134,7 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/v1/anomalies"): Case(READ),
     ("GET", "/v1/live"): Case(READ, ok=400, url="/v1/live?poll_ms=1"),
     ("GET", "/healthz"): Case(OPEN),
-    ("GET", "/readyz"): Case(OPEN),
+    ("GET", "/readyz"): Case(OPEN, ok=503),  # no broker here: not ready, and saying so to anyone
     ("GET", "/metrics"): Case(OPEN),
     ("GET", "/v1/connectors"): Case(READ),
     ("GET", "/v1/audit/head"): Case(("district", "auditor")),
