@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
-from services import audit_cli, deadletter_cli, identity_cli
+from services import archive_cli, audit_cli, deadletter_cli, identity_cli, logs
 from services.settings import Settings, SettingsError
 
+# The `process` field of the log lines (docs/logging.md): the command, by its role.
+_ROLES = {"outbox-relay": "relay"}
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+
+def _configure_logging(settings: Settings, command: str) -> None:
+    logs.configure(
+        _ROLES.get(command, command),
+        settings.log_level,
+        settings.log_format,
+        secrets=(settings.token_secret, settings.master_key),
+        dsns=(settings.database_url, settings.outbox_dsn),
     )
-    # Alembic narrates every plugin it loads at INFO; operators only need its warnings.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
 
 
 def _need_bootstrap(settings: Settings) -> str:
@@ -69,7 +72,14 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from services.api.app import create_app
 
     app = create_app(settings, _need_bootstrap(settings))
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        # uvicorn applies its own logging config at start: ours, so its lines are JSON too.
+        log_config=logs.dict_config("api", settings.log_level, settings.log_format),
+    )
     return 0
 
 
@@ -81,7 +91,9 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     plan = asyncio.run(plan_worker(settings, _need_bootstrap(settings)))
     app = build_app(settings, plan, CollectorRegistry())
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # override_logging=False: faust would replace our handler with its own (plain text on stdout).
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker.spinner = None  # its terminal control codes would go to stdout, between the log lines
     worker.execute_from_commandline()
     return 0
 
@@ -252,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--write", metavar="PATH", help="write to PATH instead of standard output")
     docs.set_defaults(run=_cmd_catalog_docs)
     audit_cli.add_commands(sub)  # audit verify|head, parties shred|erase
+    archive_cli.add_commands(sub)  # archive export|check|restore
     deadletter_cli.add_commands(sub)  # deadletter list|replay
     return parser
 
@@ -265,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        _configure_logging(settings)
+        _configure_logging(settings, args.command)
         code: int = args.run(settings, args)
     except SettingsError as exc:
         print(f"配置错误 configuration error: {exc}", file=sys.stderr)
