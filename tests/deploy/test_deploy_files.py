@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.rules.yml"))
+ALERTMANAGER = DEPLOY / "alertmanager" / "alertmanager.yml"
 RULE_TESTS = PROMETHEUS / "tests" / "liandong.rules.test.yml"
 COMPOSE = DEPLOY / "compose"
 GRAFANA = DEPLOY / "grafana"
@@ -35,6 +36,9 @@ RUNBOOKS = ROOT / "docs" / "runbooks"
 DOCKER_CONFIG = ROOT / ".tools" / "docker"
 
 INSTALL_PROMTOOL = "apt-get install --no-install-recommends prometheus (or run bash tests/run.sh as root)"
+INSTALL_AMTOOL = (
+    "apt-get install --no-install-recommends prometheus-alertmanager (or run bash tests/run.sh as root)"
+)
 INSTALL_COMPOSE = "bash tests/tools.sh (puts Docker Compose v2 in .tools/docker/cli-plugins)"
 # The list: lag, dead letters, overdue surge, delivery failures, broker and database down.
 REQUIRED_ALERTS = {
@@ -55,6 +59,7 @@ COMPOSE_SERVICES = {
     "worker-1",
     "worker-2",
     "prometheus",
+    "alertmanager",
     "grafana",
 }
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -145,6 +150,77 @@ def test_promtool_rejects_a_broken_rule(promtool: str, tmp_path: Path) -> None:
     bad.write_text("groups:\n  - name: bad\n    rules:\n      - alert: Bad\n        expr: sum by (x (up)\n")
     result = _run([promtool, "check", "rules", str(bad)])
     assert result.returncode != 0, result.stdout
+
+
+# --- Alertmanager -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.fail(f"amtool is not installed: {INSTALL_AMTOOL}")
+    return path
+
+
+def _receivers(amtool: str, config: Path, **labels: str) -> list[str]:
+    result = _run(
+        [
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={config}",
+            *(f"{k}={v}" for k, v in labels.items()),
+        ]
+    )
+    return _ok(result).strip().split(",")
+
+
+def test_amtool_checks_the_alertmanager_config(amtool: str) -> None:
+    out = _ok(_run([amtool, "check-config", str(ALERTMANAGER)]))
+    assert "SUCCESS" in out, out
+
+
+def test_every_alert_reaches_people_and_critical_ones_page(amtool: str) -> None:
+    # Routed as Alertmanager itself would route each alert of the rules, by its own labels.
+    for alert in _alerts():
+        severity = alert["labels"]["severity"]
+        receivers = _receivers(amtool, ALERTMANAGER, alertname=alert["alert"], severity=severity)
+        assert "ops-email" in receivers, f"{alert['alert']} reaches {receivers}, not the e-mail"
+        assert ("ops-pager" in receivers) == (severity == "critical"), (alert["alert"], receivers)
+
+
+def test_prometheus_sends_its_alerts_to_the_stacks_alertmanager(compose_config: dict[str, Any]) -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = [
+        t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]
+    ]
+    assert targets == ["alertmanager:9093"], targets
+    service = compose_config["services"]["alertmanager"]
+    # Secrets arrive as files: neither the config nor the environment holds them.
+    mounted = {s["target"] for s in service.get("secrets", [])}
+    text = ALERTMANAGER.read_text(encoding="utf-8")
+    for path in re.findall(r"_file: (\S+)", text):
+        assert path in mounted, f"{path} is read by Alertmanager but not mounted as a secret"
+    inline = [k for k in _keys(yaml.safe_load(text)) if re.search(r"password$|credentials$|token$", k)]
+    assert not inline, f"secrets written into the config instead of a file: {inline}"
+
+
+def _keys(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _keys(item)
+
+
+def test_amtool_rejects_a_broken_config(amtool: str, tmp_path: Path) -> None:
+    bad = tmp_path / "alertmanager.yml"
+    bad.write_text("route:\n  receiver: nobody\nreceivers:\n  - name: somebody\n")
+    assert _run([amtool, "check-config", str(bad)]).returncode != 0
 
 
 def _alert_problems(alerts: list[dict[str, Any]], runbooks: Path) -> list[str]:
