@@ -9,9 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
-# Chromium, promtool and Docker Compose, each only when missing (tests/tools.sh says which and why).
+# Chromium, promtool, amtool and Docker Compose, each only when missing (tests/tools.sh says which and why).
 bash tests/tools.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest --durations=15 "$@"
+# Two test processes (LIANDONG_TEST_PROCESSES), each taking whole files, so that a module's shared
+# fixtures (a broker, a hub's processes) start once. Every test makes its own database, broker port
+# and data directory, so the two never meet.
+.venv/bin/python -m pytest -n "${LIANDONG_TEST_PROCESSES:-2}" --dist loadfile --durations=15 "$@"

@@ -64,7 +64,14 @@ class Hub:
         out, err = io.StringIO(), io.StringIO()
 
         def run() -> int:
-            with mock.patch.dict(os.environ, env), redirect_stdout(out), redirect_stderr(err):
+            # The CLI configures logging for its whole process; here that process is pytest's, whose
+            # log capture the test reads, so the CLI's configuration is left out.
+            with (
+                mock.patch.dict(os.environ, env),
+                mock.patch("services.cli._configure_logging"),
+                redirect_stdout(out),
+                redirect_stderr(err),
+            ):
                 return main(list(argv))
 
         code = await asyncio.to_thread(run)
