@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.framework import ConnectorMetrics
 from connectors.kafka.incarnation import BrokerIncarnation
 from connectors.kafka.publisher import KafkaPublisher
-from connectors.kafka.topics import ensure_topics
+from connectors.kafka.topics import ensure_topics, partition_counts, partition_mismatches
 from connectors.webhook.sender import RetryPolicy, WebhookSender
 from events.catalog import Catalog, topic_for
 from events.directory import Directory
@@ -79,12 +79,20 @@ async def plan_worker(settings: Settings, bootstrap: str) -> WorkerPlan:
     codec = EventCodec(catalog, make_registry(settings))
     await codec.prepare()
     topics = tuple(sorted(topic_for(f) for f in catalog.families))
-    await ensure_topics(
-        bootstrap,
-        {**dict.fromkeys(topics, settings.topic_partitions), DEAD_LETTER_TOPIC: 1},
-        settings.topic_replication,
-        COMPACTED,
-    )
+    wanted = dict.fromkeys(topics, settings.topic_partitions)
+    await ensure_topics(bootstrap, {**wanted, DEAD_LETTER_TOPIC: 1}, settings.topic_replication, COMPACTED)
+    # The setting only sizes topics it creates: an operator who raised it for an existing cluster
+    # would otherwise add workers that stay idle and never learn why.
+    actual = await partition_counts(bootstrap, topics)
+    for topic, (setting, count) in sorted(partition_mismatches(wanted, actual).items()):
+        log.warning(
+            "%s has %d partitions but LIANDONG_TOPIC_PARTITIONS is %d: the setting applies only when a "
+            "topic is created, so at most %d workers share it (docs/scaling.md)",
+            topic,
+            count,
+            setting,
+            count,
+        )
     incarnation = BrokerIncarnation(bootstrap)
     await incarnation.refresh()
     engine = make_engine(settings.database_url)
