@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -61,7 +62,7 @@ from services.rebuild import (
 )
 from services.registry import make_registry
 from services.settings import Settings
-from tests.support import plain
+from tests.support import create_pg_database, drop_pg_database, plain
 
 SKIPPED_TABLES = frozenset(
     {
@@ -201,3 +202,30 @@ def explain(diffs: Iterable[TableDiff]) -> str:
         f"only rebuilt e.g. {d.only_rebuilt}"
         for d in diffs
     )
+
+
+async def assert_equals_replay(
+    engine: AsyncEngine, bootstrap: str, data_dir: Path, at_least: int = 1, what: str = "a rebuild"
+) -> None:
+    """Replay the topics from scratch into a new database, up to the live store's checkpoints (the
+    same records; stop the live workers first); the projections must be the same. `at_least` is how
+    many events the replay must apply, so that two empty stores never pass for equal ones."""
+    url = await create_pg_database()
+    try:
+        settings = Settings.from_env(
+            {
+                "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
+                "LIANDONG_DATABASE_URL": url,
+                "LIANDONG_DATA_DIR": str(data_dir),
+            }
+        )
+        replayed = await replay_like(engine, settings)
+        assert replayed.applied >= at_least, f"the replay applied {replayed.applied} events, not {at_least}"
+        rebuilt = make_engine(url)
+        try:
+            diffs = await diff_stores(engine, rebuilt)
+        finally:
+            await rebuilt.dispose()
+        assert not diffs, f"the projections differ from {what}:\n" + explain(diffs)
+    finally:
+        await drop_pg_database(url)

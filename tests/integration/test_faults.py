@@ -36,9 +36,9 @@ from services.rebuild import rebuild
 from services.settings import Settings
 from tests.pgcluster import PgCluster
 from tests.processes import Workers
-from tests.projection_diff import diff_stores, explain, replay_like
+from tests.projection_diff import assert_equals_replay
 from tests.release_worker import previous_release
-from tests.support import REPO, case_event, create_pg_database, drop_pg_database, wait_for
+from tests.support import REPO, case_event, wait_for
 
 TOPIC = topic_for("case")
 DEAD_LETTER = "liandong.deadletter"
@@ -170,30 +170,6 @@ async def assert_no_loss_no_double(
     assert applied == len(ids), f"{applied} events applied for {len(ids)} published"
 
 
-async def assert_equals_rebuild(engine: AsyncEngine, bootstrap: str, tmp_path: Path) -> None:
-    """Replay the topics from scratch into a new database, up to the live store's checkpoints (the
-    same records; the live workers are stopped first); the projections must be the same."""
-    url = await create_pg_database()
-    try:
-        settings = Settings.from_env(
-            {
-                "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
-                "LIANDONG_DATABASE_URL": url,
-                "LIANDONG_DATA_DIR": str(tmp_path / "rebuilt"),
-            }
-        )
-        replayed = await replay_like(engine, settings)
-        assert replayed.applied > 0
-        rebuilt = make_engine(url)
-        try:
-            diffs = await diff_stores(engine, rebuilt)
-        finally:
-            await rebuilt.dispose()
-        assert not diffs, "the projections differ from a rebuild:\n" + explain(diffs)
-    finally:
-        await drop_pg_database(url)
-
-
 # --- 1, 3 and 5: PostgreSQL restarted, then one of two workers SIGKILLed --------------------------
 
 
@@ -272,7 +248,7 @@ async def test_through_a_database_restart_and_a_sigkill_nothing_is_lost_doubled_
         # A dead member is noticed when its session expires (6 s here): the take-over follows.
         assert takeover_s < 6 + 20, f"the take-over took {takeover_s:.1f} s"
         pool.stop_all()  # their timers would go on publishing while the replay reads
-        await assert_equals_rebuild(engine, bootstrap, tmp_path)
+        await assert_equals_replay(engine, bootstrap, tmp_path / "rebuilt")
     finally:
         pool.stop_all()
         await engine.dispose()

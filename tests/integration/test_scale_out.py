@@ -43,10 +43,9 @@ from projections.db import make_engine
 from projections.migrate import instance_id, upgrade
 from projections.schema import archive, cases, event_history, matters, projection_checkpoints
 from services.embedded_broker import EmbeddedBroker
-from services.settings import Settings
 from tests.processes import Workers
-from tests.projection_diff import diff_stores, explain, replay_like
-from tests.support import create_pg_database, drop_pg_database, wait_for
+from tests.projection_diff import assert_equals_replay
+from tests.support import wait_for
 
 PARTITIONS = 4  # neither the default (6) nor tests/processes.py's (3): the setting must take effect
 GROUP = "scale-out-test"
@@ -346,25 +345,9 @@ async def test_workers_join_leave_and_crash_without_loss_or_double_counting(
         )
 
         # The projections are those of one reader replaying the same records into an empty database.
-        url = await create_pg_database()
-        try:
-            settings = Settings.from_env(
-                {
-                    "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
-                    "LIANDONG_DATABASE_URL": url,
-                    "LIANDONG_DATA_DIR": str(tmp_path / "reference"),
-                }
-            )
-            replayed = await replay_like(engine, settings)
-            assert replayed.applied >= len(published)
-            reference = make_engine(url)
-            try:
-                diffs = await diff_stores(engine, reference)
-            finally:
-                await reference.dispose()
-            assert not diffs, "the projections differ from a single-reader replay:\n" + explain(diffs)
-        finally:
-            await drop_pg_database(url)
+        await assert_equals_replay(
+            engine, bootstrap, tmp_path / "reference", len(published), "a single-reader replay"
+        )
     finally:
         await feed.cancel()
         await publisher.close()
