@@ -49,7 +49,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.clock_rows import asyncpg_dsn, table
-from bench.hub_processes import Child, Hub, create_topics, machine_line, say
+from bench.hub_processes import Child, Hub, create_topics, run_scenario, say
 from bench.workload import Request, encode, prepare
 from connectors.kafka.publisher import BrokerUnavailable, KafkaPublisher
 from events.serde import EncodedRecord
@@ -969,13 +969,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def main(argv: Sequence[str]) -> None:
-    args = parser().parse_args(argv)
-    machine = await machine_line()
-    say(f"bench.faults {args.scenario}: {machine}")
-    started = time.monotonic()
-    report = await SCENARIOS[args.scenario](args)
-    command = "python -m bench.faults " + " ".join(argv)
-    print(f"`{command}` — {machine}; {time.monotonic() - started:.0f} s\n\n{report}")
+    await run_scenario("bench.faults", parser(), SCENARIOS, argv)
 
 
 if __name__ == "__main__":

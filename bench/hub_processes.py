@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +61,23 @@ async def machine_line() -> str:
         return machine(str(await conn.fetchval("SHOW server_version")))
     finally:
         await conn.close()
+
+
+Scenario = Callable[[argparse.Namespace], Awaitable[str]]
+
+
+async def run_scenario(
+    module: str, parser: argparse.ArgumentParser, scenarios: Mapping[str, Scenario], argv: Sequence[str]
+) -> None:
+    """A multi-scenario benchmark's main: the machine line, the scenario, then its report headed by
+    the command that produced it (docs/benchmarks.md quotes both)."""
+    args = parser.parse_args(argv)
+    machine_text = await machine_line()
+    say(f"{module} {args.scenario}: {machine_text}")
+    started = time.monotonic()
+    report = await scenarios[args.scenario](args)
+    command = f"python -m {module} " + " ".join(argv)
+    print(f"`{command}` — {machine_text}; {time.monotonic() - started:.0f} s\n\n{report}")
 
 
 async def bench_connection(dsn: str) -> asyncpg.Connection:

@@ -55,7 +55,15 @@ from bench.faults import (
     worker_child,
     workload_records,
 )
-from bench.hub_processes import Child, Hub, cpu_seconds, create_topics, machine_line, say, spread
+from bench.hub_processes import (
+    Child,
+    Hub,
+    cpu_seconds,
+    create_topics,
+    run_scenario,
+    say,
+    spread,
+)
 from bench.workload import publish_archive
 from projections.db import make_engine
 from projections.migrate import upgrade
@@ -422,13 +430,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def main(argv: Sequence[str]) -> None:
-    args = parser().parse_args(argv)
-    machine = await machine_line()
-    say(f"bench.scale_out {args.scenario}: {machine}")
-    started = time.monotonic()
-    report = await SCENARIOS[args.scenario](args)
-    command = "python -m bench.scale_out " + " ".join(argv)
-    print(f"`{command}` — {machine}; {time.monotonic() - started:.0f} s\n\n{report}")
+    await run_scenario("bench.scale_out", parser(), SCENARIOS, argv)
 
 
 if __name__ == "__main__":
