@@ -19,6 +19,7 @@ from connectors.framework import DEAD_LETTER_TOPIC
 from connectors.outbox import CHECKPOINT_TABLE, OutboxRelay, OutboxRow
 from connectors.sdk import event_id_for
 from services.embedded_broker import EmbeddedBroker
+from tests.ops_processes import OUTBOX_DDL
 from tests.support import topic_records, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,16 +30,6 @@ WRITERS = 8
 ROWS_PER_WRITER = 50
 UNITS = ("shilou.enforcement-office", "shiqiao.enforcement-office")
 
-OUTBOX_DDL = """
-CREATE TABLE liandong_outbox (
-    id bigserial PRIMARY KEY,
-    unit text NOT NULL,
-    event_type text NOT NULL,
-    subject text NOT NULL,
-    occurred_at timestamptz NOT NULL,
-    payload jsonb NOT NULL,
-    created_at timestamptz DEFAULT now()
-)"""
 INSERT = """INSERT INTO liandong_outbox (unit, event_type, subject, occurred_at, payload)
             VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING id"""
 
