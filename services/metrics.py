@@ -239,6 +239,7 @@ class RelayMetrics:
     connector: ConnectorMetrics
     up: Gauge
     last_success: Gauge
+    publish_latency: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, connector: str) -> RelayMetrics:
@@ -249,4 +250,9 @@ class RelayMetrics:
             registry=registry,
         )
         up.labels(connector=connector)
-        return cls(connector=ConnectorMetrics.create(registry), up=up, last_success=last_success(registry))
+        return cls(
+            connector=ConnectorMetrics.create(registry),
+            up=up,
+            last_success=last_success(registry),
+            publish_latency=publish_latency(registry, [connector]),
+        )

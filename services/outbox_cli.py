@@ -101,8 +101,14 @@ async def _run(
     await runner.setup()
     await web.TCPSite(runner, settings.relay_web_host, settings.relay_web_port).start()
     try:
+        latency = metrics.publish_latency.labels(connector=health.name)
+
+        def published(seconds: float, events: int) -> None:
+            for _ in range(events):
+                latency.observe(seconds)
+
         async with OutboxRelay(
-            settings.outbox_dsn, bootstrap, table=settings.outbox_table, health=health
+            settings.outbox_dsn, bootstrap, table=settings.outbox_table, health=health, on_published=published
         ) as relay:
             backlog = asyncio.create_task(_watch_backlog(relay, stop, interval_s * 5))
             try:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,6 +104,7 @@ class OutboxRelay:
         *,
         health: Health | None = None,
         on_batch: Callable[[Sequence[OutboxRow]], None] | None = None,
+        on_published: Callable[[float, int], None] | None = None,
     ) -> None:
         if not _IDENTIFIER.match(table):
             raise ValueError(f"outbox table name {table!r} is not a plain lower-case identifier")
@@ -114,6 +116,9 @@ class OutboxRelay:
         self._backlog_query = _BACKLOG.format(table=table)
         self.health = health or Health(name=f"{CONNECTOR}:{table}", kind="inbound")
         self._on_batch = on_batch
+        # (seconds from reading the rows to the broker's acknowledgement, events): the relay's
+        # publish latency, retries included.
+        self._on_published = on_published
         self._conn: Any = None
         self._clients: dict[str, LiandongClient] = {}
         self._dead_letters = KafkaPublisher(bootstrap, client_id=f"liandong-{CONNECTOR}-dlq")
@@ -232,6 +237,7 @@ class OutboxRelay:
         rows = await self._read(await self.checkpoint())
         if not rows:
             return 0
+        read_at = time.monotonic()
         self.health.record("read", len(rows))
         by_unit: dict[str, list[Envelope]] = {}
         for row in rows:
@@ -249,6 +255,8 @@ class OutboxRelay:
 
             await with_retries(publish, on_retry=self._retried)
             self.health.record("published", len(events))
+            if self._on_published is not None:
+                self._on_published(time.monotonic() - read_at, len(events))
         await self._save(rows[-1])
         if self._on_batch is not None:
             self._on_batch(rows)
