@@ -49,7 +49,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.clock_rows import asyncpg_dsn, table
-from bench.hub_processes import Child, Hub, create_topics, run_scenario, say
+from bench.hub_processes import Child, Hub, checkpoints, create_topics, run_scenario, say
 from bench.workload import Request, encode, prepare
 from connectors.kafka.publisher import BrokerUnavailable, KafkaPublisher
 from events.serde import EncodedRecord
@@ -853,7 +853,7 @@ async def takeover(args: argparse.Namespace) -> str:
             if not await both_busy():
                 break  # the feed ended: a kill now would show no take-over
             victim = k % 2
-            before = await _checkpoints(hub.dsn)
+            before = await checkpoints(hub.dsn)
             killed = time.monotonic()
             sigkill(pair[victim][0])
             survivor = pair[1 - victim][0]
@@ -888,24 +888,12 @@ async def takeover(args: argparse.Namespace) -> str:
     return table(["", "figure"], rows)
 
 
-async def _checkpoints(dsn: str) -> dict[tuple[str, int], int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE topic NOT IN '
-            "('liandong.directory.events', 'liandong.alert.events', 'liandong.anomaly.events')"
-        )
-        return {(r["topic"], int(r["partition"])): int(r["offset"]) for r in rows}
-    finally:
-        await conn.close()
-
-
 async def _taken_over(dsn: str, before: dict[tuple[str, int], int], feed: Feed) -> bool:
     return await _all_moved(dsn, before) or (feed.done and await visible(dsn) >= len(feed.acked))
 
 
 async def _all_moved(dsn: str, before: dict[tuple[str, int], int]) -> bool:
-    now = await _checkpoints(dsn)
+    now = await checkpoints(dsn)
     return all(now.get(k, -1) > v for k, v in before.items())
 
 

@@ -80,6 +80,19 @@ async def run_scenario(
     print(f"`{command}` — {machine_text}; {time.monotonic() - started:.0f} s\n\n{report}")
 
 
+async def checkpoints(dsn: str) -> dict[tuple[str, int], int]:
+    """The projector's checkpoint of every event partition (the hub's own topics left out)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE topic NOT IN '
+            "('liandong.directory.events', 'liandong.alert.events', 'liandong.anomaly.events')"
+        )
+        return {(r["topic"], int(r["partition"])): int(r["offset"]) for r in rows}
+    finally:
+        await conn.close()
+
+
 async def bench_connection(dsn: str) -> asyncpg.Connection:
     """A connection of the benchmark itself, told apart from the hub's in pg_stat_activity."""
     return await asyncpg.connect(dsn, server_settings={"application_name": BENCH_APP})

@@ -58,6 +58,7 @@ from bench.faults import (
 from bench.hub_processes import (
     Child,
     Hub,
+    checkpoints,
     cpu_seconds,
     create_topics,
     run_scenario,
@@ -276,18 +277,6 @@ class Group:
     def stop_all(self) -> None:
         for child, _ in self.members:
             child.stop()
-
-
-async def checkpoints(dsn: str) -> dict[tuple[str, int], int]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE topic NOT IN '
-            "('liandong.directory.events', 'liandong.alert.events', 'liandong.anomaly.events')"
-        )
-        return {(r["topic"], int(r["partition"])): int(r["offset"]) for r in rows}
-    finally:
-        await conn.close()
 
 
 async def churn(args: argparse.Namespace) -> str:

@@ -163,10 +163,7 @@ def _cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(restore(settings, path, expect_head=args.expect_head, report=report))
-    except ArchiveFileError as exc:
-        print(f"备份文件无效 invalid backup file, nothing written: {exc}", file=sys.stderr)
-        return 1
-    except RecordError as exc:
+    except (ArchiveFileError, RecordError) as exc:
         print(f"备份文件无效 invalid backup file, nothing written: {exc}", file=sys.stderr)
         return 1
     except RestoreRefused as exc:
