@@ -86,7 +86,9 @@ async def test_the_worker_projects_published_events(
 
     async def counted() -> float:
         # The worker also projects the directory it publishes at start; count the case events.
-        return await metric(port, "liandong_events_projected_total", "cn.gov.liandong.case.")
+        # Wait for the whole count: the counter can trail the database commit it follows.
+        value = await metric(port, "liandong_events_projected_total", "cn.gov.liandong.case.")
+        return value if value >= len(events) else 0
 
     assert await wait_for(counted, 20, "the projected counter on /metrics") == len(events)
 
@@ -118,7 +120,8 @@ async def test_a_crash_between_the_database_commit_and_the_offset_commit_changes
 
     # The restarted worker really was handed the already-committed batch again and skipped it.
     async def redelivered() -> float:
-        return await metric(port, "liandong_events_redelivered_total")
+        value = await metric(port, "liandong_events_redelivered_total")
+        return value if value >= committed_before_restart else 0
 
     assert await wait_for(redelivered, 20, "redelivered records on /metrics") == committed_before_restart
 
