@@ -190,8 +190,13 @@ async def topic_events(bootstrap: str, topic: str) -> list[Envelope]:
         await consumer.stop()
 
 
-@pytest.fixture
-async def restored_url() -> AsyncIterator[str]:
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def restored_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The restore's target store: PostgreSQL, and the embedded SQLite file (which is also the way
+    from the laptop default to PostgreSQL, read the other way round: docs/backup.md)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}"
+        return
     url = await create_pg_database()
     yield url
     await drop_pg_database(url)
