@@ -150,6 +150,26 @@ class RebuildInProgress(RuntimeError):
     pass
 
 
+def group_probe(group_id: str, assigned: Callable[[], int | None]) -> Probe:
+    """The worker's: ready once its consumer has joined the group and been handed its partitions
+    (`assigned()` is how many, 0 for a worker beyond the partition count, None before the first
+    assignment). Until then events sent to the hub are accepted but not yet projected, which a
+    rolling update and `liandong up` should wait out. It stays ready through later rebalances: they
+    are brief and the group, not readiness, manages them."""
+
+    async def run() -> str:
+        count = assigned()
+        if count is None:
+            raise NotJoinedYet(f"waiting for the first partition assignment of group {group_id}")
+        return f"{count} partition(s) assigned"
+
+    return Probe("consumer_group", run, dependency=False)
+
+
+class NotJoinedYet(RuntimeError):
+    pass
+
+
 def schema_registry_probe(url: str) -> Probe:
     async def run() -> str:
         async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:

@@ -183,6 +183,13 @@ def run_up(settings: Settings, demo: DemoOptions | None = None) -> int:
             f"接口已就绪：{api}（接口说明 {api}/openapi.json），pid {children[1].pid}",
             f"API ready at {api} (OpenAPI schema at {api}/openapi.json), pid {children[1].pid}",
         )
+        # Until the worker has joined its consumer group, events are accepted but not yet projected:
+        # the prompt below promises a hub that answers a read right after a write.
+        worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
+        if not _wait_ready(f"{worker}/readyz", children, 120):
+            _say("流处理进程未就绪", "the worker did not become ready; stopping")
+            return 1
+        _say("流处理进程已就绪（已加入消费组）", "worker ready (joined its consumer group)")
         _say(
             f"监督看板：{api}/dashboard/（以 liandong keys issue 单位编号 签发的密钥登录）",
             f"dashboard at {api}/dashboard/ (sign in with a key from `liandong keys issue UNIT`)",

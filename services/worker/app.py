@@ -33,7 +33,7 @@ from projections.migrate import instance_id
 from projections.runtime import BatchResult, Projector, SourceRecord
 from services.deadletters import DeadLetterDepth
 from services.directory_sync import COMPACTED, sync_directory
-from services.health import Health, dependency_names, problem_body, store_probes
+from services.health import Health, dependency_names, group_probe, problem_body, store_probes
 from services.metrics import HealthMetrics, WorkerMetrics
 from services.registry import make_registry
 from services.settings import Settings
@@ -216,6 +216,12 @@ def build_app(settings: Settings, plan: WorkerPlan, registry: CollectorRegistry)
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
 
+    async def assigned(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        partitions = args[0] if args else kwargs.get("assigned", ())
+        runtime.assigned(sum(1 for tp in partitions if tp.topic in plan.topics))
+
+    app.on_partitions_assigned.connect(assigned, weak=False)  # a closure, as close_ops below
+
     async def close_ops(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         await runtime.close_ops()
 
@@ -262,6 +268,7 @@ class _WorkerRuntime:
         )
         self._health: Health | None = None
         self._ops: OpsGauges | None = None
+        self._assigned: int | None = None  # partitions of the last assignment; None before the first
 
     @property
     def db(self) -> AsyncEngine:
@@ -302,9 +309,13 @@ class _WorkerRuntime:
         except Exception as exc:  # the deliveries stay pending; the next tick retries
             log.error("webhook delivery tick failed: %r", exc, exc_info=exc)
 
+    def assigned(self, partitions: int) -> None:
+        self._assigned = partitions
+
     def health(self, metrics: HealthMetrics) -> Health:
         if self._health is None:
             probes = store_probes(self.db, self._plan.bootstrap, self._settings.schema_registry_url, metrics)
+            probes.append(group_probe(self._plan.group_id, lambda: self._assigned))
             self._health = Health(probes, metrics)
         return self._health
 

@@ -126,6 +126,11 @@ async def test_liandong_up_runs_the_hub_and_keeps_projections_across_restarts(hu
     assert "仅内存存储" in hub.output
     assert re.search(r"embedded broker \(Tansu\) at 127\.0\.0\.1:\d+", hub.output)
     assert len(hub.pids()) == 3, hub.output
+    # The prompt comes only once the worker has joined its group: asked now, without waiting, it is ready.
+    async with httpx.AsyncClient(timeout=10) as client:
+        worker_ready = await client.get(hub.worker_metrics.replace("/metrics", "/readyz"))
+    assert worker_ready.status_code == 200, worker_ready.text
+    assert worker_ready.json()["checks"]["consumer_group"]["status"] == "ok"
 
     async with httpx.AsyncClient(timeout=15, headers={"Authorization": f"Bearer {key}"}) as client:
         filed, decided = case_event("filed", "E2E-1"), case_event("decided", "E2E-1")

@@ -20,10 +20,12 @@ import asyncpg
 import httpx
 import pytest
 
+from events.catalog import Catalog
 from projections.db import make_engine
 from projections.migrate import upgrade
 from services.embedded_broker import EmbeddedBroker
 from services.health import PROBE_TIMEOUT_S
+from services.rebuild import catalog_topics
 from services.rebuilding import mark_rebuilding
 from tests.ops_processes import OUTBOX_DDL, Hub, readyz
 from tests.pgcluster import PgCluster
@@ -148,6 +150,12 @@ async def test_every_process_is_live_and_ready(hub: Hub) -> None:
         assert {
             c: body["checks"][c]["status"] for c in ("kafka", "postgresql", "rebuilding")
         } == dict.fromkeys(("kafka", "postgresql", "rebuilding"), "ok")
+    _status, body, _ = await readyz(hub.urls["worker"])
+    # One partition per topic, and the one worker of the group holds them all.
+    topics = len(catalog_topics(Catalog.load()))
+    assert body["checks"]["consumer_group"]["detail"] == f"{topics} partition(s) assigned"
+    _status, body, _ = await readyz(hub.urls["api"])
+    assert "consumer_group" not in body["checks"]
     status, body, _ = await readyz(hub.urls["relay"])
     assert status == 200
     assert set(body["checks"]) == {"kafka", "outbox_database"}

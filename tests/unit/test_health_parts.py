@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from projections.db import make_engine
 from projections.migrate import upgrade
 from projections.schema import hub_meta
-from services.health import Health, Probe, problem_body
+from services.health import Health, Probe, group_probe, problem_body
 from services.metrics import HealthMetrics, WorkerMetrics
 from services.rebuilding import mark_rebuilding, rebuilds_in_progress
 from services.settings import Settings, SettingsError
@@ -148,6 +148,21 @@ async def test_readiness_needs_every_required_probe_and_sets_the_gauges() -> Non
     assert body["status"] == 503
     assert body["detail"] == "failed: postgresql"  # the optional registry does not count
     assert body["checks"] == answer.checks
+
+
+async def test_the_worker_is_ready_once_its_group_has_assigned_partitions_even_none() -> None:
+    assigned: list[int | None] = [None]
+    health = Health([_probe("kafka", "ok"), group_probe("liandong.abc", lambda: assigned[0])])
+    before = await health.readiness(max_age_s=0)
+    assert not before.ready
+    assert before.checks["consumer_group"]["status"] == "fail"
+    assert "first partition assignment of group liandong.abc" in before.checks["consumer_group"]["detail"]
+    assert problem_body(before)["detail"] == "failed: consumer_group"
+    for count in (3, 0):  # a worker beyond the partition count holds none, and is ready all the same
+        assigned[0] = count
+        after = await health.readiness(max_age_s=0)
+        assert after.ready
+        assert after.checks["consumer_group"]["detail"] == f"{count} partition(s) assigned"
 
 
 async def test_an_optional_probe_failing_leaves_the_process_ready() -> None:
