@@ -190,30 +190,41 @@ async def topic_events(bootstrap: str, topic: str) -> list[Envelope]:
         await consumer.stop()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def restored_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """The restore's target store: PostgreSQL, and the embedded SQLite file (which is also the way
-    from the laptop default to PostgreSQL, read the other way round: docs/backup.md)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}"
+@pytest.fixture(
+    params=[("postgresql", "postgresql"), ("postgresql", "sqlite"), ("sqlite", "postgresql")],
+    ids=["postgresql-to-postgresql", "postgresql-to-sqlite", "sqlite-to-postgresql"],
+)
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_url: str
+) -> AsyncIterator[tuple[str, str]]:
+    """The original hub's store and the restore's target: a production backup restored as such, the
+    same restored into the embedded SQLite file, and the laptop default moved to PostgreSQL
+    (docs/backup.md, "From the embedded store to PostgreSQL")."""
+    source, target = request.param
+    original = pg_url if source == "postgresql" else f"sqlite+aiosqlite:///{tmp_path / 'original.db'}"
+    if target == "sqlite":
+        yield original, f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}"
         return
     url = await create_pg_database()
-    yield url
+    yield original, url
     await drop_pg_database(url)
 
 
 async def test_a_restore_into_an_empty_broker_and_database_rebuilds_every_projection_and_the_same_chain(
-    tmp_path: Path, pg_url: str, restored_url: str, workers: Workers
+    tmp_path: Path, stores: tuple[str, str], workers: Workers
 ) -> None:
+    original_url, restored_url = stores
+    # The laptop default keeps its master key in its store: the file must carry it, and the new store
+    # keeps it as the old one did (docs/backup.md, "From the embedded store to PostgreSQL").
+    laptop = original_url.startswith("sqlite")
     now_file = tmp_path / "now.txt"
     now_file.write_text(T0.isoformat())
     hub_env = {
         "LIANDONG_TIME_SOURCE": f"file:{now_file}",
         "LIANDONG_CLOCK_SCAN_INTERVAL_MS": "200",
         "LIANDONG_ALERT_GRACE_S": "0",
-        "LIANDONG_MASTER_KEY": MASTER_KEY,
-    }
-    original = make_engine(pg_url)
+    } | ({} if laptop else {"LIANDONG_MASTER_KEY": MASTER_KEY})
+    original = make_engine(original_url)
     restored = make_engine(restored_url)
     first, second = EmbeddedBroker(log_path=tmp_path / "a.log"), EmbeddedBroker(log_path=tmp_path / "b.log")
     try:
@@ -223,7 +234,7 @@ async def test_a_restore_into_an_empty_broker_and_database_rebuilds_every_projec
         await issue_key(original, Directory.load(), "shilou.enforcement-office")
         events = the_events()
         await publish(first.bootstrap, events)
-        worker, _ = workers.start(first.bootstrap, **hub_env)
+        worker, _ = workers.start(first.bootstrap, **{**hub_env, "LIANDONG_DATABASE_URL": original_url})
 
         async def projected() -> bool:
             workers.assert_running()
@@ -242,7 +253,8 @@ async def test_a_restore_into_an_empty_broker_and_database_rebuilds_every_projec
         # A person erased before the backup stays erased after it.
         async with original.begin() as conn:
             await lock_head(conn)
-            master = pii.MasterKey(base64.b64decode(MASTER_KEY))
+            master = await pii.stored_master_key(conn, None if laptop else base64.b64decode(MASTER_KEY))
+            assert master is not None
             ref = master.party_ref("id:" + ERASED["party_id_number"])
             assert await party_store.shred(conn, await party_store.keys_of(conn, ref), LATE) == 1
         async with original.connect() as conn:
@@ -258,13 +270,16 @@ async def test_a_restore_into_an_empty_broker_and_database_rebuilds_every_projec
             str(backup),
             "--expect-head",
             head.hash,
-            env={"LIANDONG_DATABASE_URL": pg_url, **hub_env},
+            *(["--include-master-key"] if laptop else []),
+            env={"LIANDONG_DATABASE_URL": original_url, **hub_env},
         )
         assert out.returncode == 0, out.stderr
         assert f"{head.seq:,} records" in out.stderr
         text = gzip.decompress(backup.read_bytes()).decode()
         assert all(value not in text for value in (*KEPT.values(), *ERASED.values()))  # sealed, as archived
-        assert MASTER_KEY not in text
+        header = read_all(io.BytesIO(backup.read_bytes())).header
+        assert header is not None
+        assert header.master_key == (master.secret if laptop else None)
 
         # --- restore into a fresh broker and database ---
         second.start()
@@ -283,6 +298,15 @@ async def test_a_restore_into_an_empty_broker_and_database_rebuilds_every_projec
         for table in (archive, party_keys, parties, api_keys):
             assert await full_rows(restored, table) == await full_rows(original, table), table.name
         assert await rebuilds_in_progress(restored) == []  # the restore's marker is gone with it
+        # The key is kept in the store only when it came in the file; otherwise only its fingerprint.
+        async with restored.connect() as conn:
+            if laptop:
+                kept = await pii.stored_master_key(conn, None)
+                assert kept is not None
+                assert kept.secret == master.secret
+            else:
+                with pytest.raises(pii.MasterKeyMismatch, match="set it"):
+                    await pii.stored_master_key(conn, None)
         verified = cli("audit", "verify", "--expect-head", head.hash, env=target)
         assert verified.returncode == 0, verified.stdout + verified.stderr
 
