@@ -383,6 +383,20 @@ async def test_an_export_refuses_to_carry_party_keys_without_their_master_key(
         await export(engine, io.BytesIO(), configured_master_key=bytes(32))
 
 
+async def test_a_store_without_parties_exports_with_the_master_key_flag_and_no_key(
+    engine: AsyncEngine, codec: EventCodec
+) -> None:
+    # A hub that never stored a person has no master key yet; the flag asks for nothing to carry.
+    await projector(engine, codec).process(records(codec, [case_event("filed", "N-1")]))
+    out = io.BytesIO()
+    result = await export(engine, out, include_master_key=True)
+    assert result.counts["party_key"] == 0
+    assert result.counts["record"] == 1
+    reader = read_all(io.BytesIO(out.getvalue()))
+    assert reader.header is not None
+    assert reader.header.master_key is None
+
+
 async def test_a_file_naming_one_event_twice_is_refused_by_the_store_which_stays_empty(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
