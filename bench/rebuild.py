@@ -60,11 +60,9 @@ from bench.hub_processes import (
 )
 from bench.lean import LeanConsumer, writer_schemas
 from bench.workload import publish_archive
-from projections.db import make_engine
-from projections.migrate import upgrade
 from services.embedded_broker import EmbeddedBroker, free_port
 from services.rebuild import DEFAULT_BATCH
-from tests.support import REPO, create_pg_database, drop_pg_database
+from tests.support import REPO, create_migrated_pg_database, create_pg_database, drop_pg_database
 
 PROGRESS = re.compile(r"^rebuild: ([\d,]+)/([\d,]+) records")
 DONE = re.compile(r"^rebuilt: ([\d,]+) records in ([\d.]+) s, ([\d,]+) applied")
@@ -193,12 +191,7 @@ async def hub_run(bootstrap: str, args: argparse.Namespace, profiler: Profiler |
 async def worker_run(bootstrap: str, args: argparse.Namespace) -> Run:
     """The live path over the same archive: `liandong worker` (faust) on a fresh database, timed from
     the first event visible to the last (its start-up and group join are excluded)."""
-    url = await create_pg_database()
-    engine = make_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    url = await create_migrated_pg_database()
     env = {
         "LIANDONG_KAFKA_BOOTSTRAP": bootstrap,
         "LIANDONG_DATABASE_URL": url,

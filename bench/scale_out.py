@@ -66,10 +66,8 @@ from bench.hub_processes import (
     spread,
 )
 from bench.workload import publish_archive
-from projections.db import make_engine
-from projections.migrate import upgrade
 from services.embedded_broker import EmbeddedBroker, free_port
-from tests.support import create_pg_database, drop_pg_database
+from tests.support import create_migrated_pg_database, drop_pg_database
 
 OURS = "area NOT IN ('directory', 'alert', 'anomaly')"
 POLL_S = 0.2
@@ -100,12 +98,7 @@ async def projected(conn: asyncpg.Connection) -> int:
 
 
 async def measure(bootstrap: str, partitions: int, workers: int, events: int, logs: Path) -> Run:
-    url = await create_pg_database()
-    engine = make_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
+    url = await create_migrated_pg_database()
     children: list[tuple[Child, int]] = []
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:

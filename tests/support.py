@@ -19,6 +19,8 @@ import asyncpg
 
 from events.envelope import Envelope
 from events.ids import uuid7
+from projections.db import make_engine
+from projections.migrate import upgrade
 
 T = TypeVar("T")
 
@@ -66,6 +68,17 @@ async def create_pg_database(dsn: str = PG_DSN) -> str:
     if "@" not in base:
         base = base.replace("://", f"://{os.environ.get('USER', 'root')}@", 1)
     return f"{base}/{name}"
+
+
+async def create_migrated_pg_database() -> str:
+    """A fresh database with the hub's schema at head; returns its SQLAlchemy URL."""
+    url = await create_pg_database()
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    return url
 
 
 async def drop_pg_database(url: str) -> None:

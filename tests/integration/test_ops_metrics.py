@@ -22,13 +22,20 @@ from sqlalchemy import select
 from events.catalog import Catalog, topic_for
 from events.directory import Directory
 from projections.db import make_engine
-from projections.migrate import instance_id, upgrade
+from projections.migrate import instance_id
 from projections.schema import clocks
 from services.embedded_broker import EmbeddedBroker
 from services.keys import issue_key
 from services.metrics import CLOCK_STATES
 from tests.ops_processes import OUTBOX_DDL, Hub, Scrape, readyz, scrape
-from tests.support import REPO, catalog_event, cloudevent_json, create_pg_database, drop_pg_database, wait_for
+from tests.support import (
+    REPO,
+    catalog_event,
+    cloudevent_json,
+    create_migrated_pg_database,
+    drop_pg_database,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +68,7 @@ def own_broker(module_tmp: Path) -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture(scope="module")
 async def store(module_tmp: Path) -> AsyncIterator[str]:
-    url = await create_pg_database()
-    engine = make_engine(url)
-    await upgrade(engine)
-    await engine.dispose()
+    url = await create_migrated_pg_database()
     yield url
     await drop_pg_database(url)
 
